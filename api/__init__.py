@@ -1,0 +1,81 @@
+"""create_app(config=None): settings, extensions, blueprints, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from api.errors import register_error_handlers
+from api.requests import StagingRequest
+from workers.jobs import STATUS_TABLE_MARKDOWN
+from workers.logs import configure_logging
+from workers.runtime import Runtime, set_runtime
+from workers.settings import Settings
+
+DESCRIPTION = f"""
+Storage gateway: direct uploads into the OCC replicated chunk store, and paid uploads
+(Ocean Protocol's storage-backend protocol) settled in ERC-20 tokens on an EVM chain.
+
+Every error has one shape: `{{"code": int, "status": str, "message": str, "errors": {{...}}}}`.
+
+Job and quote status codes (`/getStatus`, `/jobs/{{id}}`); a status only moves to a larger code:
+
+{STATUS_TABLE_MARKDOWN}
+"""
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the public gateway app. `config` may hold `SETTINGS` (a Settings) and Flask keys."""
+    config = dict(config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    configure_logging(debug=settings.debug)
+
+    app = Flask(__name__)
+    app.request_class = StagingRequest
+    app.config.update(
+        API_TITLE="OCC storage gateway",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={"info": {"description": DESCRIPTION}},
+        MAX_CONTENT_LENGTH=settings.max_upload_size,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        DEBUG=settings.debug,
+        PROPAGATE_EXCEPTIONS=False,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config)
+    # Exactly one trusted proxy hop (nginx) in front of gunicorn.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+    app.extensions["occ"] = runtime
+    settings.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    api = Api(app)
+    register_error_handlers(app)
+
+    from api.health.routes import blp as health_blp
+    from api.jobs.routes import blp as jobs_blp
+    from api.storage.routes import blp as storage_blp
+
+    for blp in (health_blp, storage_blp, jobs_blp):
+        api.register_blueprint(blp)
+    try:
+        from api.paid.routes import blp as paid_blp
+    except ImportError:  # pragma: no cover - paid routes are optional during development
+        logging.getLogger(__name__).info("paid routes not available")
+    else:
+        api.register_blueprint(paid_blp)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
+    )
+    return app

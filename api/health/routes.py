@@ -1,0 +1,36 @@
+"""Health and network status: exact per-node figures and sketch estimates with 95% intervals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from workers.health import network_status
+
+from api.deps import runtime
+from api.errors import ApiError
+
+blp = Blueprint("health", __name__, description="Liveness and replication health")
+
+
+@blp.route("/health")
+class Health(MethodView):
+    @blp.response(200, description="Ready: Redis answers and the node directories are usable")
+    @blp.alt_response(503, description="Not ready")
+    def get(self) -> dict[str, Any]:
+        """Liveness and readiness (the seed's `status`, `nodes`, `ready`)."""
+        rt = runtime()
+        rt.redis.ping()  # Redis down -> 503 with Retry-After (api/errors.py)
+        nodes_ok = all(n.free_bytes() > 0 for n in rt.nodes)
+        if not nodes_ok:
+            raise ApiError(503, "Not ready: a node directory is unusable", headers={"Retry-After": "5"})
+        return {"status": "healthy", "nodes": len(rt.nodes), "ready": True}
+
+
+@blp.route("/status")
+class Status(MethodView):
+    @blp.response(200, description="Network statistics (which figures are exact, which estimated)")
+    def get(self) -> dict[str, Any]:
+        """Network status: per-node exact counts; union and replication estimated from the merged sketch."""
+        return network_status(runtime())

@@ -1,0 +1,109 @@
+"""Marshmallow schemas of the storage resource (the seed's fields, plus pagination and jobs)."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import validate
+
+HASH_RE = r"^[0-9a-fA-F]{64}$"
+
+
+class UploadFormSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    replication_factor = ma.fields.Integer(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Copies to keep (1..NUM_NODES); default REPLICATION_FACTOR"},
+    )
+
+
+class UploadFileSchema(ma.Schema):
+    file = ma.fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+class RawUploadQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    name = ma.fields.String(load_default="", validate=validate.Length(max=10000))
+    replication_factor = ma.fields.Integer(load_default=None, allow_none=True)
+
+
+class PaidUploadQuerySchema(ma.Schema):
+    """Present on the paid path: POST /upload?quoteId&nonce&signature (protocol.md §1)."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    quoteId = ma.fields.String(load_default=None)
+    nonce = ma.fields.String(load_default=None)
+    signature = ma.fields.String(load_default=None)
+
+
+class UploadResultSchema(ma.Schema):
+    success = ma.fields.Boolean()
+    file_hash = ma.fields.String()
+    file_name = ma.fields.String()
+    file_size = ma.fields.Integer()
+    chunks = ma.fields.Integer()
+    replication_factor = ma.fields.Integer()
+    durable_copies = ma.fields.Integer(
+        metadata={"description": "Copies of every chunk already durable (the write quorum)"}
+    )
+    distribution = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+    job_id = ma.fields.String(allow_none=True)
+
+
+class FilesQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    page = ma.fields.Integer(load_default=1, validate=validate.Range(min=1, max=10**6))
+    per_page = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class FileSummarySchema(ma.Schema):
+    file_hash = ma.fields.String()
+    file_name = ma.fields.String()
+    file_size = ma.fields.Integer()
+    chunks = ma.fields.Integer()
+    replication_factor = ma.fields.Integer()
+    retrievable = ma.fields.Boolean()
+    min_replication = ma.fields.Integer()
+    avg_replication = ma.fields.Float()
+    created_at = ma.fields.Float()
+    expires_at = ma.fields.Float(allow_none=True)
+
+
+class FilesSchema(ma.Schema):
+    total_files = ma.fields.Integer()
+    page = ma.fields.Integer()
+    per_page = ma.fields.Integer()
+    files = ma.fields.List(ma.fields.Nested(FileSummarySchema))
+
+
+class RebalanceSchema(ma.Schema):
+    replication_factor = ma.fields.Integer(required=True, strict=True)
+
+
+class JobAcceptedSchema(ma.Schema):
+    success = ma.fields.Boolean()
+    file_hash = ma.fields.String()
+    replication_factor = ma.fields.Integer()
+    job_id = ma.fields.String()
+    status = ma.fields.Integer()
+    status_url = ma.fields.String()
+
+
+class VerifySchema(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE
+
+    file_hash = ma.fields.String()
+    file_name = ma.fields.String()
+    retrievable = ma.fields.Boolean()
+    missing_chunks = ma.fields.List(ma.fields.String())
+    replication = ma.fields.Dict()
+    chunks = ma.fields.List(ma.fields.Dict())

@@ -1,0 +1,200 @@
+"""The one owner of job keys, status codes and forward-only transitions (atomic Lua scripts in Redis)."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import IntEnum
+from typing import Any
+
+import redis
+
+PREFIX = "occ:"
+
+
+class Status(IntEnum):
+    """Job status codes of protocol.md §4; every transition goes to a larger number."""
+
+    NO_SUCH_QUOTE = 0
+    QUOTED = 1
+    PAYMENT_QUEUED = 100
+    PAYMENT_CHECKING = 101
+    PAYMENT_SENT = 102
+    PAYMENT_CONFIRMING = 103
+    ALLOWANCE_TOO_LOW = 200
+    BALANCE_TOO_LOW = 201
+    TRANSFER_REVERTED = 202
+    PAYMENT_TIMEOUT = 203
+    QUOTE_EXPIRED = 204
+    PAYMENT_REJECTED = 205  # delivered past its limit / invalid payment record
+    STORE_QUEUED = 300
+    STORING = 301
+    REMOTE_PENDING = 302
+    REPLICATING = 303  # quorum written, remaining copies in progress
+    DONE = 400
+    STORE_INTERNAL_ERROR = 401
+    FILE_MISMATCH = 402
+    STAGED_FILE_MISSING = 403
+    BACKEND_FAILED = 404
+    REFUNDING = 410
+    REFUNDED = 411
+    REFUND_FAILED = 412
+
+    @property
+    def final(self) -> bool:
+        return (
+            self == Status.DONE
+            or 200 <= self < 300
+            or self
+            in {
+                Status.STORE_INTERNAL_ERROR,
+                Status.FILE_MISMATCH,
+                Status.STAGED_FILE_MISSING,
+                Status.BACKEND_FAILED,
+                Status.REFUNDED,
+                Status.REFUND_FAILED,
+            }
+        )
+
+
+STATUS_TABLE_MARKDOWN = "\n".join(
+    ["| code | name |", "|---|---|"] + [f"| {s.value} | {s.name} |" for s in Status]
+)
+
+# Forward-only compare-and-set: moves the status only to a strictly larger code.
+_ADVANCE = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return -1 end
+if tonumber(ARGV[1]) <= tonumber(cur) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[3]) end
+return 1
+"""
+
+# Nonce check-and-set (protocol.md §2): passes only if nonce > last, then last := nonce.
+_NONCE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local n = tonumber(ARGV[1])
+if n > last then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+
+# Create a job only if absent (a re-submitted id never resets a job).
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+if KEYS[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
+return 1
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+class Jobs:
+    """Job records in Redis: create, read, advance (forward only), count deliveries."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._advance = client.register_script(_ADVANCE)
+        self._nonce = client.register_script(_NONCE)
+        self._create = client.register_script(_CREATE)
+
+    def create(
+        self,
+        job_id: str,
+        kind: str,
+        status: Status,
+        data: dict[str, Any] | None = None,
+        owner: str = "",
+    ) -> bool:
+        """Create the job unless it exists; returns whether it was created."""
+        now = time.time()
+        fields = {
+            "id": job_id,
+            "kind": kind,
+            "created_at": f"{now:.6f}",
+            "updated_at": f"{now:.6f}",
+            "status": int(status),
+            "deliveries": 0,
+            "data": json.dumps(data or {}, sort_keys=True),
+            "owner": owner.lower(),
+        }
+        # ARGV layout: id first pair, so ARGV[2] is the id and ARGV[4] the created_at
+        argv: list[Any] = []
+        for k in ("id", "created_at", "kind", "status", "updated_at", "deliveries", "data"):
+            argv += [k, fields[k]]
+        argv += ["owner", fields["owner"]]
+        history = f"{PREFIX}history:{owner.lower()}" if owner else ""
+        # _CREATE uses ARGV[2] (id) as the member and ARGV[4] (created_at) as the score
+        return bool(self._create(keys=[job_key(job_id), history], args=argv))
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(job_key(job_id))
+        if not raw:
+            return None
+        out: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        out["status"] = int(out.get("status", 0))
+        out["deliveries"] = int(out.get("deliveries", 0))
+        out["data"] = json.loads(out.get("data") or "{}")
+        for k in ("created_at", "updated_at"):
+            out[k] = float(out.get(k, 0.0))
+        return out
+
+    def status(self, job_id: str) -> int:
+        raw = self.r.hget(job_key(job_id), "status")
+        return int(raw) if raw is not None else int(Status.NO_SUCH_QUOTE)
+
+    def advance(self, job_id: str, status: Status, reason: str = "") -> bool:
+        """Move to `status` if it is larger than the current one; returns whether it moved."""
+        res = self._advance(keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason])
+        return int(res) == 1
+
+    def update_data(self, job_id: str, **fields: Any) -> None:
+        """Merge fields into the job's data (used for write-ahead records)."""
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(job_key(job_id))
+                    cur = json.loads(p.hget(job_key(job_id), "data") or b"{}")
+                    cur.update(fields)
+                    p.multi()
+                    p.hset(job_key(job_id), "data", json.dumps(cur, sort_keys=True))
+                    p.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def count_delivery(self, job_id: str) -> int:
+        """Count one more delivery of the job's task; returns the new count."""
+        return int(self.r.hincrby(job_key(job_id), "deliveries", 1))
+
+    def claim_nonce(self, address: str, nonce: str) -> bool:
+        """Atomic nonce check-and-set per user address; True when nonce > last."""
+        return int(self._nonce(keys=[f"{PREFIX}nonce:{address.lower()}"], args=[nonce])) == 1
+
+    def history(self, owner: str, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        key = f"{PREFIX}history:{owner.lower()}"
+        total = int(self.r.zcard(key))
+        ids = self.r.zrevrange(key, offset, offset + limit - 1)
+        jobs = [j for j in (self.get(i.decode()) for i in ids) if j is not None]
+        return total, jobs
+
+    def stuck(self, kind: str, older_than: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Jobs of `kind` in a non-final status not updated for `older_than` seconds."""
+        out = []
+        cutoff = time.time() - older_than
+        for key in self.r.scan_iter(match=f"{PREFIX}job:*", count=500):
+            job = self.get(key.decode()[len(f"{PREFIX}job:") :])
+            if job is None or job["kind"] != kind or job["updated_at"] > cutoff:
+                continue
+            try:
+                final = Status(job["status"]).final
+            except ValueError:
+                final = False
+            if not final and job["status"] != Status.QUOTED:
+                out.append(job)
+                if len(out) >= limit:
+                    break
+        return out
