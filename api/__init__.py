@@ -57,6 +57,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     runtime = Runtime(settings)
     set_runtime(runtime)
+    from workers.celery_app import app as celery_app
+
+    celery_app.conf.broker_url = settings.redis_url  # the same Redis as the settings, whatever the env
     app.extensions["occ"] = runtime
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
 

@@ -9,7 +9,7 @@ from workers.logs import configure_logging
 
 app = Celery("occ")
 app.config_from_object("celeryconfig")
-app.conf.include = ["workers.tasks"]
+app.conf.include = ["workers.tasks", "workers.paid_tasks"]
 
 
 @setup_logging.connect
