@@ -27,6 +27,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3 import Web3
 
 from workers.payments import TOKEN_ARTIFACT, build_fee_fields, load_token_artifact
@@ -56,7 +57,8 @@ class DevchainError(RuntimeError):
 def dev_account(index: int) -> LocalAccount:
     """Return anvil's default-mnemonic account number ``index`` (public test keys)."""
     Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account
 
 
 def anvil_path() -> Path:
@@ -92,13 +94,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Return True if nothing listens on ``host:port`` and it can be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a port in TIME_WAIT is free; a live listener still refuses the bind
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def rpc_chain_id(rpc_url: str, timeout: float = 2.0) -> int:
     """Return eth_chainId of the node at ``rpc_url`` (raises OSError/ValueError if it fails)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
     request = urllib.request.Request(
         rpc_url, data=body.encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (local URL)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return int(json.loads(response.read())["result"], 16)
 
 
@@ -134,24 +148,26 @@ def start_anvil(
     if block_time is not None:
         cmd += ["--block-time", str(block_time)]
     cmd += list(extra_args)
-    errors = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=errors,
-        start_new_session=True,
-    )
+    if not port_is_free(port, host):
+        # never mistake another node already on this port for the one we start
+        raise DevchainError(f"port {port} on {host} is already in use")
     rpc_url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
-    try:
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
         while True:
             if proc.poll() is not None:
                 errors.seek(0)
                 detail = errors.read().decode(errors="replace").strip()[-2000:]
                 raise DevchainError(f"anvil exited with {proc.returncode}: {detail}")
             try:
-                if rpc_chain_id(rpc_url, timeout=1.0) == CHAIN_ID:
+                if rpc_chain_id(rpc_url, timeout=1.0) == CHAIN_ID and proc.poll() is None:
                     return proc
             except (OSError, ValueError, KeyError):
                 pass
@@ -159,8 +175,6 @@ def start_anvil(
                 stop_anvil(proc)
                 raise DevchainError(f"anvil did not answer on {rpc_url} within {timeout} s")
             time.sleep(0.05)
-    finally:
-        errors.close()
 
 
 def stop_anvil(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -175,7 +189,13 @@ def stop_anvil(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
-def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce: int) -> bytes:
+def send_transaction(w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce: int | None = None) -> bytes:
+    """Sign ``tx`` locally with ``account`` (fees and gas filled in), send it, return its hash.
+
+    ``nonce`` defaults to the account's pending transaction count.
+    """
+    if nonce is None:
+        nonce = w3.eth.get_transaction_count(account.address, "pending")
     tx = {**tx, "from": account.address, "nonce": nonce, "chainId": w3.eth.chain_id}
     tx.update(build_fee_fields(w3))
     if "gas" not in tx:
@@ -187,7 +207,7 @@ def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce: int) -> by
 def _wait_ok(w3: Web3, tx_hashes: Sequence[bytes], what: str) -> list[Any]:
     receipts = []
     for tx_hash in tx_hashes:
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
+        receipt = w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=60, poll_latency=0.05)
         if receipt["status"] != 1:
             raise DevchainError(f"{what} reverted: 0x{tx_hash.hex()}")
         receipts.append(receipt)
@@ -211,7 +231,7 @@ def deploy_token(w3: Web3, owner: LocalAccount, artifact: dict[str, Any] | None 
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     tx = factory.constructor().build_transaction({"from": owner.address, "gas": 3_000_000})
     nonce = w3.eth.get_transaction_count(owner.address, "pending")
-    tx_hash = _send(w3, owner, {"data": tx["data"], "gas": tx["gas"]}, nonce)
+    tx_hash = send_transaction(w3, owner, {"data": tx["data"], "gas": tx["gas"]}, nonce)
     (receipt,) = _wait_ok(w3, [tx_hash], "token deployment")
     return Web3.to_checksum_address(receipt["contractAddress"])
 
@@ -236,18 +256,18 @@ def deploy(rpc_url: str, out_path: str | os.PathLike[str]) -> dict[str, Any]:
     token = w3.eth.contract(address=token_address, abi=artifact["abi"])  # type: ignore[call-overload]
 
     hashes = []
-    nonce = w3.eth.get_transaction_count(deployer.address, "pending")
+    nonce = int(w3.eth.get_transaction_count(deployer.address, "pending"))
     for index in FUNDED_ACCOUNTS:
         to = dev_account(index).address
         data = token.encode_abi("mint", args=[to, MINT_PER_ACCOUNT])
-        hashes.append(_send(w3, deployer, {"to": token_address, "data": data}, nonce))
+        hashes.append(send_transaction(w3, deployer, {"to": token_address, "data": data}, nonce))
         nonce += 1
     _wait_ok(w3, hashes, "mint")
     data = token.encode_abi("approve", args=[gateway.address, MAX_UINT256])
     treasury_nonce = w3.eth.get_transaction_count(treasury.address, "pending")
     _wait_ok(
         w3,
-        [_send(w3, treasury, {"to": token_address, "data": data}, treasury_nonce)],
+        [send_transaction(w3, treasury, {"to": token_address, "data": data}, treasury_nonce)],
         "treasury approve",
     )
 

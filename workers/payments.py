@@ -42,6 +42,8 @@ TOKEN_ARTIFACT = REPO_ROOT / "chain" / "TestToken.json"
 TRANSFER_TOPIC = bytes.fromhex("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef")
 GAS_MARGIN = 1.25  # multiplier over eth_estimateGas
 DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when the node has no eth_maxPriorityFeePerGas
+MAX_TAG_BYTES = 64
+TRANSFER_FROM_CALLDATA_BYTES = 4 + 3 * 32
 
 
 class PaymentError(Exception):
@@ -194,6 +196,15 @@ def _hex(value: bytes | HexBytes | str) -> str:
     return "0x" + bytes(value).hex()
 
 
+def _tag_bytes(tag: bytes | str | None) -> bytes:
+    if tag is None:
+        return b""
+    raw = tag.encode("utf-8") if isinstance(tag, str) else bytes(tag)
+    if len(raw) > MAX_TAG_BYTES:
+        raise ValueError(f"tag must be at most {MAX_TAG_BYTES} bytes")
+    return raw
+
+
 def _rpc_message(exc: BaseException) -> str:
     message = getattr(exc, "message", None)
     if not isinstance(message, str):
@@ -243,7 +254,7 @@ class TokenPayments:
             raise ValueError("confirmations must be at least 1")
         self.w3 = w3
         self.token_address: ChecksumAddress = normalize_address(token_address)
-        self.token = w3.eth.contract(address=self.token_address, abi=list(abi))  # type: ignore[call-overload]
+        self.token = w3.eth.contract(address=self.token_address, abi=list(abi))
         self.gateway = gateway
         self.gateway_address: ChecksumAddress = normalize_address(gateway.address)
         self.treasury_address: ChecksumAddress = normalize_address(treasury)
@@ -304,7 +315,7 @@ class TokenPayments:
                 self._held.depth -= 1
             return
         lock = self._nonce_lock
-        manager = lock if hasattr(lock, "__enter__") else lock()  # type: ignore[operator]
+        manager = lock if isinstance(lock, AbstractContextManager) else lock()
         with manager:
             self._held.depth = 1
             try:
@@ -332,19 +343,26 @@ class TokenPayments:
         *,
         nonce: int | None = None,
         gas: int | None = None,
+        tag: bytes | str | None = None,
     ) -> PreparedTx:
         """Build and sign ``transferFrom(from_addr, to_addr, amount)`` from the gateway wallet.
 
         Returns the PreparedTx (nonce, hash, signed bytes) without sending it. ``nonce``
         defaults to next_nonce(); ``gas`` defaults to an estimate (raises
-        TransferWouldRevertError if the call would revert). Record the result durably, then
-        broadcast() it; prefer pay()/refund(), which hold the nonce lock across all three.
+        TransferWouldRevertError if the call would revert). ``tag`` (e.g. the quote id) is
+        appended to the calldata, which the ABI decoder ignores: without it two quotes of
+        one user for one amount could sign byte-identical transactions with one hash.
+        Record the result durably, then broadcast() it; prefer pay()/refund(), which hold
+        the nonce lock across all three.
         """
         if amount <= 0:
             raise ValueError("amount must be positive")
-        data = self.token.encode_abi(
-            "transferFrom",
-            args=[normalize_address(from_addr), normalize_address(to_addr), int(amount)],
+        data = (
+            self.token.encode_abi(
+                "transferFrom",
+                args=[normalize_address(from_addr), normalize_address(to_addr), int(amount)],
+            )
+            + _tag_bytes(tag).hex()
         )
         with self.nonce_guard(), _chain_errors():
             tx: dict[str, Any] = {
@@ -398,9 +416,7 @@ class TokenPayments:
                 if "already known" in message or "already imported" in message:
                     return BroadcastResult.KNOWN
                 if "nonce too low" in message or "nonce is too low" in message:
-                    mined = self.w3.eth.get_transaction_count(
-                        normalize_address(prepared.sender), "latest"
-                    )
+                    mined = self.w3.eth.get_transaction_count(normalize_address(prepared.sender), "latest")
                     if mined > prepared.nonce and not self._tx_known(prepared.tx_hash):
                         return BroadcastResult.DROPPED
                     raise NonceConflictError("the account nonce is in use") from exc
@@ -428,28 +444,46 @@ class TokenPayments:
             return prepared, self.broadcast(prepared)
 
     def pay(
-        self, user: str, amount: int, record: Callable[[PreparedTx], None]
+        self,
+        user: str,
+        amount: int,
+        record: Callable[[PreparedTx], None],
+        tag: bytes | str | None = None,
     ) -> tuple[PreparedTx, BroadcastResult]:
-        """Charge ``amount`` from ``user`` into the treasury, write-ahead (see send)."""
-        return self.send(lambda: self.prepare_payment(user, amount), record)
+        """Charge ``amount`` from ``user`` into the treasury, write-ahead (see send).
+
+        Pass the quote id as ``tag`` (see prepare_transfer_from).
+        """
+        return self.send(lambda: self.prepare_payment(user, amount, tag=tag), record)
 
     def refund(
-        self, user: str, amount: int, record: Callable[[PreparedTx], None]
+        self,
+        user: str,
+        amount: int,
+        record: Callable[[PreparedTx], None],
+        tag: bytes | str | None = None,
     ) -> tuple[PreparedTx, BroadcastResult]:
         """Return ``amount`` from the treasury to ``user``, write-ahead (see send)."""
-        return self.send(lambda: self.prepare_refund(user, amount), record)
+        return self.send(lambda: self.prepare_refund(user, amount, tag=tag), record)
 
     # --- verification ---------------------------------------------------------------------
 
     def verify_payment(
-        self, tx_hash: str, payer: str, amount: int, recipient: str | None = None
+        self,
+        tx_hash: str,
+        payer: str,
+        amount: int,
+        recipient: str | None = None,
+        tag: bytes | str | None = None,
     ) -> PaymentVerdict:
         """Return the verdict on ``tx_hash`` as a payment of ``amount`` from payer to recipient.
 
         PAID needs receipt status 1, a Transfer log emitted by this token contract with
         exactly from=payer, to=recipient (default: the treasury), value=amount, and at least
-        ``confirmations`` blocks (the receipt's block counts as one). REVERTED and
-        WRONG_TRANSFER are also given only once confirmed; before that, CONFIRMING.
+        ``confirmations`` blocks (the receipt's block counts as one). With ``tag``, the
+        transaction must also be a direct transferFrom call on the token whose calldata
+        ends with that tag (WRONG_TRANSFER otherwise). REVERTED and WRONG_TRANSFER are also
+        given only once confirmed; before that, CONFIRMING.
         """
         payer_b = address_bytes(payer)
         recipient_b = address_bytes(recipient or self.treasury_address)
@@ -465,9 +499,12 @@ class TokenPayments:
             if bytes(canonical["hash"]) != bytes(receipt["blockHash"]):
                 return PaymentVerdict(PaymentState.PENDING, tx_hash, reason="block reorganised")
             head = int(self.w3.eth.block_number)
+            tag_ok = tag is None or self._has_tag(tx_hash, _tag_bytes(tag))
         confirmations = max(0, head - int(block_number) + 1)
         if int(receipt["status"]) != 1:
             state, reason = PaymentState.REVERTED, "transaction reverted"
+        elif not tag_ok:
+            state, reason = PaymentState.WRONG_TRANSFER, "transaction is not tagged for this payment"
         elif self._has_transfer(receipt["logs"], payer_b, recipient_b, int(amount)):
             state, reason = PaymentState.PAID, "transfer confirmed"
         else:
@@ -477,9 +514,22 @@ class TokenPayments:
             state = PaymentState.CONFIRMING
         return PaymentVerdict(state, tx_hash, int(block_number), confirmations, reason)
 
-    def verify_refund(self, tx_hash: str, user: str, amount: int) -> PaymentVerdict:
+    def verify_refund(
+        self, tx_hash: str, user: str, amount: int, tag: bytes | str | None = None
+    ) -> PaymentVerdict:
         """Return the verdict on a refund: a transfer of ``amount`` from the treasury to user."""
-        return self.verify_payment(tx_hash, self.treasury_address, amount, recipient=user)
+        return self.verify_payment(tx_hash, self.treasury_address, amount, recipient=user, tag=tag)
+
+    def _has_tag(self, tx_hash: str, tag: bytes) -> bool:
+        tx = self.w3.eth.get_transaction(HexBytes(tx_hash))
+        data = bytes(HexBytes(tx.get("input", b"")))
+        to = tx.get("to")
+        return (
+            to is not None
+            and address_bytes(str(to)) == address_bytes(self.token_address)
+            and len(data) == TRANSFER_FROM_CALLDATA_BYTES + len(tag)
+            and data[TRANSFER_FROM_CALLDATA_BYTES:] == tag
+        )
 
     def _has_transfer(
         self, logs: Sequence[Mapping[str, Any]], payer: bytes, recipient: bytes, amount: int
