@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from workers.health import network_status
@@ -33,4 +34,5 @@ class Status(MethodView):
     @blp.response(200, description="Network statistics (which figures are exact, which estimated)")
     def get(self) -> dict[str, Any]:
         """Network status: per-node exact counts; union and replication estimated from the merged sketch."""
-        return network_status(runtime())
+        refresh = request.args.get("refresh", "").lower() in {"1", "true", "yes"}
+        return network_status(runtime(), refresh=refresh)

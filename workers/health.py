@@ -1,0 +1,131 @@
+"""Replication health: node sketches -> secure aggregation -> merged sketch -> /status and the SLO check."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from occ_storage.health import health_report, merge_securely, node_sketches_from_chunks
+from occ_storage.sketches import MergedSketch
+from workers.runtime import Runtime
+
+log = logging.getLogger("workers.health")
+
+MERGED_KEY = "occ:sketch:merged"
+NODES_KEY = "occ:sketch:nodes"  # exact per-node figures of the same pass
+HEALTH_KEY = "occ:health:last"
+MAX_AGE_S = 10.0  # /status recomputes when the cached sketch is older than this
+
+
+def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
+    """One pass over the nodes: exact per-node figures, node sketches, and their masked sum.
+
+    Each node's count vector is masked (pairwise additive masks, Bonawitz et al. 2017) before
+    it is summed, so only the merged vector S (published as min(S, tau)) is ever stored.
+    """
+    settings = rt.settings
+    node_chunks: dict[str, list[str]] = {}
+    stats = []
+    for st in rt.store.node_stats():
+        stats.append(st.to_dict())
+        node_chunks[st.node_id] = [] if st.error else rt.store.node_chunk_ids(st.node_id)
+    sketches = node_sketches_from_chunks(node_chunks, rt.sketch_key, settings.n_prime)
+    round_id = f"{time.time_ns()}".encode()
+    round_secret = hmac.new(rt.sketch_key, b"occ-secagg-round-secret", hashlib.sha256).digest()
+    merged = merge_securely(list(sketches.values()), settings.tau, round_secret, round_id)
+    now = time.time()
+    with rt.redis.pipeline() as p:
+        p.set(MERGED_KEY, merged.to_bytes())
+        p.set(NODES_KEY, json.dumps({"updated_at": now, "nodes": stats}))
+        p.execute()
+    return merged
+
+
+def _cached(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]] | None:
+    raw, nodes = rt.redis.mget([MERGED_KEY, NODES_KEY])
+    if not raw or not nodes:
+        return None
+    meta: dict[str, Any] = json.loads(nodes)
+    if time.time() - float(meta["updated_at"]) > max_age:
+        return None
+    merged = MergedSketch.from_bytes(raw)
+    if merged.n_prime != rt.settings.n_prime or merged.tau != rt.settings.tau:
+        return None  # configuration changed: rebuild
+    return merged, meta
+
+
+def current(rt: Runtime, max_age: float = MAX_AGE_S) -> tuple[MergedSketch, dict[str, Any]]:
+    cached = _cached(rt, max_age)
+    if cached is not None:
+        return cached
+    merged = refresh_merged_sketch(rt)
+    cached = _cached(rt, float("inf"))
+    assert cached is not None
+    return merged, cached[1]
+
+
+def report(rt: Runtime, merged: MergedSketch) -> dict[str, Any]:
+    s = rt.settings
+    return health_report(merged, s.replication_factor, s.health_slo, max_replication=s.num_nodes)
+
+
+def health_check(rt: Runtime) -> dict[str, Any]:
+    """The periodic check: refresh the sketch, evaluate the SLO, remember the verdict."""
+    merged = refresh_merged_sketch(rt)
+    rep = report(rt, merged)
+    verdict = {
+        "checked_at": time.time(),
+        "slo": rep["slo"],
+        "repair_recommended": rep["repair_recommended"],
+    }
+    rt.redis.set(HEALTH_KEY, json.dumps(verdict))
+    level = logging.WARNING if verdict["repair_recommended"] else logging.INFO
+    log.log(level, "health check: SLO met=%s", rep["slo"].get("met"), extra={"task": "check_health"})
+    return verdict
+
+
+def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
+    """The /status document: the seed's fields, exact where exact, estimated with 95% intervals."""
+    merged, meta = current(rt, 0.0 if refresh else MAX_AGE_S)
+    rep = report(rt, merged)
+    nodes = meta["nodes"]
+    total_replicas = sum(int(n["chunks"]) for n in nodes)
+    total_bytes = sum(int(n["used_bytes"]) for n in nodes)
+    for n in nodes:
+        n["storage_mb"] = round(int(n["used_bytes"]) / 1e6, 3)
+        n["load"] = round(int(n["chunks"]) / total_replicas, 4) if total_replicas else 0.0
+    union = rep["union_size"]
+    avg = rep["average_replication"]
+    last = rt.redis.get(HEALTH_KEY)
+    return {
+        "network": {
+            "total_nodes": len(nodes),
+            "union_size": None if union["estimate"] is None else round(union["estimate"]),
+            "union_size_ci95": union["ci95"],
+            "total_chunks": total_replicas,
+            "total_storage_mb": round(total_bytes / 1e6, 3),
+            "average_replication": avg["estimate"],
+            "average_replication_ci95": avg["ci95"],
+            "level_counts": rep["level_counts"],
+            "exact": ["total_nodes", "total_chunks", "total_storage_mb", "level_counts"],
+            "estimated": ["union_size", "average_replication"],
+        },
+        "replication": {
+            "replica_classes": rep["replica_classes"],
+            "at_least": rep["at_least"],
+            "slo": rep["slo"],
+            "repair_recommended": rep["repair_recommended"],
+            "method": rep["method"],
+            "confidence": rep["confidence"],
+            "load": rep["load"],
+        },
+        "nodes": nodes,
+        "config": rt.settings.public_config(),
+        "files_stored": rt.store.count_files(),
+        "sketch": {"n_prime": merged.n_prime, "tau": merged.tau, "updated_at": meta["updated_at"]},
+        "last_health_check": json.loads(last) if last else None,
+    }
