@@ -46,3 +46,15 @@ class SketchMismatchError(OccStorageError, ValueError):
 
 class SketchSaturatedError(OccStorageError):
     """The sketch has no empty register (Z_0 = 0): resize N'."""
+
+
+class ManifestError(OccStorageError, ValueError):
+    """A manifest is malformed or inconsistent (bad JSON, bad hashes, sizes that do not add up)."""
+
+
+class InvalidNodeError(OccStorageError, ValueError):
+    """A node set is unusable: duplicate node ids, a negative or non-finite weight, no nodes."""
+
+
+class WriteQuorumError(NodeError):
+    """Fewer nodes than the write quorum accepted a chunk or a manifest: nothing is acknowledged."""
