@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -14,6 +16,37 @@ from workers.runtime import get_runtime
 from workers.settings import write_quorum
 
 log = logging.getLogger("workers.storage")
+
+
+LOCK_TTL_S = 30  # a dead holder's lock lapses this soon; a live holder renews it
+
+
+@contextlib.contextmanager
+def file_lock(file_hash: str, wait_s: float = 600) -> Iterator[None]:
+    """Serialise repair, rebalance and delete of one file across processes (a renewed Redis lock)."""
+    rt = get_runtime()
+    lock = rt.redis.lock(f"occ:lock:file:{file_hash}", timeout=LOCK_TTL_S, blocking_timeout=wait_s)
+    if not lock.acquire():
+        raise TimeoutError(f"file {file_hash} is locked by another job")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_TTL_S / 3):
+            try:
+                lock.reacquire()
+            except Exception:  # lost the lock: the work is idempotent, the next holder redoes it
+                log.warning("file lock lost", extra={"file_hash": file_hash})
+                return
+
+    keeper = threading.Thread(target=renew, daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+        with contextlib.suppress(Exception):
+            lock.release()
 
 
 def _enqueue(task_name: str, *args: Any) -> None:
@@ -104,7 +137,7 @@ def verify_file(file_hash: str) -> dict[str, Any]:
 def delete_file(file_hash: str) -> None:
     rt = get_runtime()
     rt.store.manifest(file_hash)  # 404 before anything changes
-    with rt.redis.lock(f"occ:lock:file:{file_hash}", timeout=600, blocking_timeout=60):
+    with file_lock(file_hash, wait_s=60):
         rt.store.delete(file_hash)
     log.info("deleted file", extra={"file_hash": file_hash})
 

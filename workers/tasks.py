@@ -14,6 +14,7 @@ from occ_storage.errors import NodeError, UnknownFileError
 from workers.celery_app import app
 from workers.jobs import Status
 from workers.runtime import get_runtime
+from workers.storage_jobs import file_lock
 
 log = logging.getLogger("workers.tasks")
 
@@ -43,7 +44,7 @@ def _run_job(job_id: str, kind: str, work: Callable[[dict[str, Any]], str | None
         return
     rt.jobs.advance(job_id, Status.STORING)
     file_hash = job["data"]["file_hash"]
-    with rt.redis.lock(f"occ:lock:file:{file_hash}", timeout=1800, blocking_timeout=600):
+    with file_lock(file_hash):
         try:
             failure = work(job["data"])
         except UnknownFileError:
@@ -83,7 +84,7 @@ def rebalance_file(job_id: str) -> None:
 def repair_file(file_hash: str) -> None:
     """Repair one file back to its target (queued when a read or verify finds a bad replica)."""
     rt = get_runtime()
-    with rt.redis.lock(f"occ:lock:file:{file_hash}", timeout=1800, blocking_timeout=600):
+    with file_lock(file_hash):
         try:
             result = rt.store.repair(file_hash)
         except UnknownFileError:

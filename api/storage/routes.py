@@ -172,7 +172,9 @@ class Download(MethodView):
         size = manifest.size
         start, end, status = 0, size, 200
         rng = request.range
-        if rng is not None and (not request.if_range or request.if_range.etag == file_hash):
+        if_range = request.if_range
+        range_applies = (if_range.etag is None and if_range.date is None) or if_range.etag == file_hash
+        if rng is not None and range_applies:
             if rng.units != "bytes" or len(rng.ranges) != 1:
                 raise ApiError(
                     416, "Only one byte range is supported", headers={"Content-Range": f"bytes */{size}"}

@@ -1,0 +1,239 @@
+"""Accuracy of the LCRS estimators over the grid of occ-storage.md §3, against the seed's read-outs.
+
+Usage: .venv/bin/python bench/sketch_accuracy.py [--reps 200] [--grid full|reduced] [--procs 2]
+       [--methods mle,plugin] [--readme bench/README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._sketch_sim import (  # noqa: E402
+    MIN_UNION,
+    NODES,
+    PROFILES,
+    TAU,
+    THRESHOLD,
+    CellResult,
+    replace_between_markers,
+    run_cell,
+)
+
+GRIDS = {
+    "full": ([1_000, 10_000, 100_000], [0.05, 0.2, 0.5, 1.0, 2.0], list(PROFILES)),
+    "reduced": ([10_000], [0.2, 1.0], ["r3", "mixed"]),
+}
+
+
+def _task(args: tuple[int, float, str, int, int, tuple[str, ...]]) -> list[CellResult]:
+    n_prime, load, profile, reps, seed, methods = args
+    return run_cell(n_prime, load, profile, reps, seed, methods)
+
+
+def _fmt_table(rows: list[CellResult]) -> list[str]:
+    head = (
+        "| N' | λ | profile | U | bias Û % | bias Ŵ % | Û ratio | Ŵ≥3 ratio | naive Û ratio "
+        "| naive Ŵ ratio | cover Û | cover Ŵ | n̂_l ratio (class) | target |"
+    )
+    lines = [head, "|" + "---|" * 14]
+    for r in rows:
+        verdict = "flagged (U<100)" if not r.counted else ("PASS" if r.passed else "FAIL")
+        lines.append(
+            f"| {r.n_prime:,} | {r.load:g} | {r.profile} | {r.union:,} | {100 * r.bias_u:+.3f} "
+            f"| {100 * r.bias_w:+.3f} | {r.ratio_u:.2f} | {r.ratio_w:.2f} | {r.naive_ratio_u:.1f} "
+            f"| {r.naive_ratio_w:.1f} | {r.cover_u:.3f} | {r.cover_w:.3f} "
+            f"| {r.nl_ratio:.2f} ({r.nl_worst_class}) | {verdict} |"
+        )
+    return lines
+
+
+def summarise(rows: list[CellResult]) -> dict[str, float | int | str]:
+    """Grid summary over counted cells (U >= 100): RMS ratio, worst cell, pooled coverage."""
+    counted = [r for r in rows if r.counted]
+    ratios = [x for r in counted for x in (r.ratio_u, r.ratio_w)]
+    worst = max(counted, key=lambda r: max(r.ratio_u, r.ratio_w))
+    worst_cov = min(counted, key=lambda r: min(r.cover_u, r.cover_w))
+    worst_nl = max(counted, key=lambda r: r.nl_ratio)
+    rms = math.sqrt(sum(x * x for x in ratios) / len(ratios))
+    pooled = sum(r.reps * (r.cover_u + r.cover_w) for r in counted) / sum(2 * r.reps for r in counted)
+    return {
+        "cells": len(rows),
+        "counted": len(counted),
+        "passed": sum(r.passed for r in counted),
+        "rms_ratio": rms,
+        "worst_ratio": max(worst.ratio_u, worst.ratio_w),
+        "worst_ratio_cell": f"{worst.n_prime:,}/{worst.load:g}/{worst.profile}",
+        "pooled_coverage": pooled,
+        "worst_coverage": min(worst_cov.cover_u, worst_cov.cover_w),
+        "worst_coverage_cell": f"{worst_cov.n_prime:,}/{worst_cov.load:g}/{worst_cov.profile}",
+        "nl_pass": sum(r.nl_ratio <= 1.2 for r in counted),
+        "worst_nl": worst_nl.nl_ratio,
+        "worst_nl_cell": f"{worst_nl.n_prime:,}/{worst_nl.load:g}/{worst_nl.profile}"
+        f" (l={worst_nl.nl_worst_class})",
+        "naive_rms_ratio": math.sqrt(
+            sum(r.naive_ratio_u**2 + r.naive_ratio_w**2 for r in counted) / (2 * len(counted))
+        ),
+    }
+
+
+def _fmt_summary(method: str, s: dict[str, float | int | str]) -> list[str]:
+    ok_rms = float(s["rms_ratio"]) <= 1.05
+    ok_worst = float(s["worst_ratio"]) <= 1.2
+    ok_pool = 0.93 <= float(s["pooled_coverage"]) <= 0.97
+    ok_cov = float(s["worst_coverage"]) >= 0.90
+    ok_nl = float(s["worst_nl"]) <= 1.2
+
+    def v(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    return [
+        f"**{method}**: {s['passed']}/{s['counted']} counted cells pass every target "
+        f"({int(s['cells']) - int(s['counted'])} flagged with U < {MIN_UNION}).",
+        "",
+        "| summary | value | target | |",
+        "|---|---|---|---|",
+        f"| RMS of Û/Ŵ ratios over the grid | {float(s['rms_ratio']):.3f} | ≤ 1.05 | {v(ok_rms)} |",
+        f"| worst cell ratio ({s['worst_ratio_cell']}) | {float(s['worst_ratio']):.3f} "
+        f"| ≤ 1.2 | {v(ok_worst)} |",
+        f"| pooled 95% CI coverage | {float(s['pooled_coverage']):.4f} | 0.93–0.97 | {v(ok_pool)} |",
+        f"| worst cell coverage ({s['worst_coverage_cell']}) | {float(s['worst_coverage']):.3f} "
+        f"| ≥ 0.90 | {v(ok_cov)} |",
+        f"| worst n̂_l ratio ({s['worst_nl_cell']}) | {float(s['worst_nl']):.2f} | ≤ 1.2 "
+        f"| {v(ok_nl)} ({s['nl_pass']}/{s['counted']} cells pass) |",
+        f"| naive read-out, RMS ratio | {float(s['naive_rms_ratio']):.1f} | (seed) | |",
+    ]
+
+
+def _fmt_misses(rows: list[CellResult]) -> list[str]:
+    """Name the counted cells that miss a per-cell target, by target."""
+    counted = [r for r in rows if r.counted]
+
+    def cells(pred: Callable[[CellResult], bool]) -> str:
+        hit = [f"{r.n_prime:,}/{r.load:g}/{r.profile}" for r in counted if pred(r)]
+        return ", ".join(hit) if hit else "none"
+
+    by_profile: dict[str, int] = {}
+    for r in counted:
+        if r.nl_ratio > 1.2:
+            by_profile[r.profile] = by_profile.get(r.profile, 0) + 1
+    nl = ", ".join(f"{p}: {n} cells" for p, n in by_profile.items()) or "none"
+    return [
+        f"- Û or Ŵ≥3 ratio > 1.2: {cells(lambda r: max(r.ratio_u, r.ratio_w) > 1.2)}",
+        f"- coverage < 0.90: {cells(lambda r: min(r.cover_u, r.cover_w) < 0.90)}",
+        f"- n̂_l ratio > 1.2: {nl}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="full")
+    ap.add_argument("--n-primes", type=str, default="", help="comma list, overrides the grid")
+    ap.add_argument("--loads", type=str, default="", help="comma list, overrides the grid")
+    ap.add_argument("--profiles", type=str, default="", help="comma list, overrides the grid")
+    ap.add_argument("--methods", type=str, default="mle,plugin")
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--readme", type=Path, default=None, help="write the result into this file")
+    args = ap.parse_args(argv)
+
+    n_primes, loads, profiles = GRIDS[args.grid]
+    if args.n_primes:
+        n_primes = [int(float(x)) for x in args.n_primes.split(",")]
+    if args.loads:
+        loads = [float(x) for x in args.loads.split(",")]
+    if args.profiles:
+        profiles = args.profiles.split(",")
+    methods = tuple(args.methods.split(","))
+    # the biggest cells first so the two workers finish together
+    tasks = sorted(
+        ((n, lam, p, args.reps, args.seed, methods) for n in n_primes for lam in loads for p in profiles),
+        key=lambda t: -t[0] * (1 + t[1]),
+    )
+    t0 = time.perf_counter()
+    results: list[CellResult] = []
+    ctx = mp.get_context("fork")
+    with ctx.Pool(max(1, args.procs)) as pool:
+        for i, res in enumerate(pool.imap_unordered(_task, tasks), 1):
+            results.extend(res)
+            r = res[0]
+            print(
+                f"[{i}/{len(tasks)} {time.perf_counter() - t0:6.1f}s] N'={r.n_prime} "
+                f"λ={r.load:g} {r.profile}: "
+                + ", ".join(f"{x.method} Û {x.ratio_u:.2f} Ŵ {x.ratio_w:.2f}" for x in res),
+                file=sys.stderr,
+                flush=True,
+            )
+    elapsed = time.perf_counter() - t0
+    order = {p: i for i, p in enumerate(PROFILES)}
+    cmd = "OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/sketch_accuracy.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a
+    )
+    out = [
+        "## Sketch accuracy (`bench/sketch_accuracy.py`)",
+        "",
+        f"Command: `{cmd.strip()}` ({args.reps} repetitions a cell, {len(tasks)} cells, "
+        f"{elapsed:.0f} s on {args.procs} processes).",
+        "",
+        f"Setup: τ = {TAU}, {NODES} nodes, T = {THRESHOLD}. Each repetition draws a new chunk set "
+        "(U = λN' chunks, replica counts from the profile) and a new placement; the estimand is "
+        "the realised U, W≥3 and n_l. Ratios are relative RMSE / (c(λ)/√N'), "
+        "c(λ) = √(e^λ − λ − 1)/λ; the n̂_l column is the worst class with p_l ≥ 1% of relative "
+        "RMSE / √((1+λ)/(p_l N')) (target ≤ 1.2). Naive columns read the same sketches the "
+        "seed's way: N' − Z_0 and Σ_{s≥3} Z_s. Profiles: r3 = every chunk 3 replicas; mixed = "
+        "{1:.05, 2:.15, 3:.6, 4:.15, 5:.05}; heavy = {1:.02, 2:.08, 3:.45} plus a geometric "
+        "tail (ratio 0.6) over 4..10 holding .45; failed = r = 3 on 10 nodes after 2 failed "
+        "(hypergeometric loss: {1: 8/120, 2: 56/120, 3: 56/120}). The MLE is told the number "
+        "of live nodes as the largest possible replica count (10, or 8 after failures).",
+        "",
+        "Estimators: **constrained MLE** = censored compound-Poisson likelihood, λ_l ≥ 0, classes "
+        "fixed at 0 one at a time while the likelihood-ratio statistic stays below 2, estimate "
+        "and covariance averaged over the models visited (Buckland et al. 1997), Fisher "
+        "intervals minus diag(n̂); this is what `health_report` uses. **plug-in** = linear "
+        "counting + decompounding with delta-method intervals minus diag(n̂).",
+        "",
+        "Known limits: (1) the n̂_l target is missed for the minor classes of mixed (l = 5, "
+        "p = 5%) and heavy (l = 8, 9): a register value l there comes more often from colliding "
+        "chunks of smaller classes (2+3, 1+4, 4+5, ...) than from one l-replica chunk; the "
+        "delta-method sd of the exactly identified estimator (plug-in = unconstrained MLE) is "
+        "1.7-3.7x (mixed, l = 5) and 2.0-6.8x (heavy, l = 8, 9) the formula "
+        "√((1+λ)/(p_l N')), and the constrained MLE's support restriction recovers only part "
+        "of that; (2) the plug-in Ŵ≥3 on the failed profile (half the chunks at 2 replicas, "
+        "W = 47% of U) is 1.4-2.6x the U-based constant: 2+2 and 1+2 collisions mimic "
+        "≥3-replica "
+        "chunks, which only the constrained MLE resolves; (3) at N' = 10³ and λ = 2 the MLE's "
+        "interval for Û is ~20% short on mixed and heavy (z-scores with sd ≈ 1.2), because the "
+        "support selection is noisy with 1,000 registers.",
+    ]
+    for method in methods:
+        rows = sorted(
+            (r for r in results if r.method == method),
+            key=lambda r: (r.n_prime, order[r.profile], r.load),
+        )
+        label = {
+            "mle": "constrained MLE, model-averaged (Fisher intervals)",
+            "plugin": "plug-in (delta method)",
+        }
+        out += ["", f"### {label.get(method, method)}", ""]
+        out += _fmt_summary(method, summarise(rows))
+        out += ["", *_fmt_misses(rows)]
+        out += ["", *_fmt_table(rows)]
+    text = "\n".join(out)
+    print(text)
+    if args.readme is not None:
+        replace_between_markers(args.readme, "sketch-accuracy", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""health_report: the /status figures from a merged sketch, and the seed's bug numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+import numpy as np
+import pytest
+
+from occ_storage.errors import SketchSaturatedError
+from occ_storage.health import (
+    health_report,
+    merge_securely,
+    merged_sketch_from_chunks,
+    merged_sketch_from_registers,
+    node_sketches_from_chunks,
+)
+from occ_storage.sketches import MergedSketch, key_id_of, register_ids
+
+KEY = bytes(range(32))
+N_PRIME = 10_000
+TAU = 10
+
+
+def chunk_ids(n: int, salt: str = "") -> list[str]:
+    return [hashlib.sha256(f"{salt}{i}".encode()).hexdigest() for i in range(n)]
+
+
+def spread(ids: list[str], replicas: np.ndarray, n_nodes: int, seed: int) -> dict[str, list[str]]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[str]] = {f"node-{v}": [] for v in range(n_nodes)}
+    for cid, r in zip(ids, replicas, strict=True):
+        for v in rng.choice(n_nodes, size=int(r), replace=False):
+            out[f"node-{v}"].append(cid)
+    return out
+
+
+def test_seed_bug_numbers_are_fixed() -> None:
+    # The seed reports union 2,611 and average replication 1.15 for 1,000 chunks on 3 nodes,
+    # because it hashes node_id:chunk. The same chunks here: the 95% intervals must contain
+    # U = 1,000 and an average replication of 3.
+    ids = chunk_ids(1_000)
+    merged = merged_sketch_from_chunks({f"n{i}": ids for i in range(3)}, KEY, N_PRIME, TAU)
+    methods: tuple[Literal["auto", "plugin", "mle"], ...] = ("auto", "plugin", "mle")
+    for method in methods:
+        rep = health_report(merged, 3, 0.99, method=method)
+        lo, hi = rep["union_size"]["ci95"]
+        assert lo <= 1_000 <= hi, method
+        lo, hi = rep["average_replication"]["ci95"]
+        assert lo <= 3.0 <= hi, method
+        assert rep["slo"]["met"] == "yes" and rep["repair_recommended"] is False
+    # the seed's scheme on the same chunks: registers of node_id:chunk, union read as N' - Z_0
+    seed_regs = register_ids(
+        [hashlib.sha256(f"n{i}:{c}".encode()).hexdigest() for i in range(3) for c in ids],
+        KEY,
+        N_PRIME,
+    )
+    assert N_PRIME - np.count_nonzero(np.bincount(seed_regs, minlength=N_PRIME) == 0) > 2_500
+
+
+def test_report_is_plain_json_with_every_field() -> None:
+    rng = np.random.default_rng(1)
+    ids = chunk_ids(4_000)
+    replicas = rng.choice([1, 2, 3, 4], p=[0.05, 0.15, 0.7, 0.1], size=len(ids))
+    merged = merged_sketch_from_chunks(spread(ids, replicas, 5, seed=2), KEY, N_PRIME, TAU)
+    rep = health_report(merged, 3, 0.9, max_replication=5)
+    text = json.dumps(rep, allow_nan=False)
+    assert json.loads(text) == rep
+    assert rep["level_counts"] == [int(x) for x in merged.level_counts()]
+    assert sum(rep["level_counts"]) == N_PRIME and "level_counts" in rep["exact"]
+    assert rep["union_size"]["estimated"] is True
+    assert [c["replicas"] for c in rep["replica_classes"]] == list(range(1, TAU))
+    assert [a["threshold"] for a in rep["at_least"]] == list(range(2, TAU))
+    for entry in [rep["union_size"], rep["average_replication"], *rep["replica_classes"]]:
+        lo, hi = entry["ci95"]
+        assert lo <= entry["estimate"] <= hi and entry["estimated"] is True
+    slo = rep["slo"]
+    assert slo["target_replicas"] == 3 and slo["slo_fraction"] == 0.9
+    assert slo["met"] in ("yes", "no", "uncertain") and slo["confidence"] == 0.95
+    assert rep["key_id"] == key_id_of(KEY).hex()
+
+
+def test_report_is_the_same_for_any_number_of_nodes() -> None:
+    rng = np.random.default_rng(3)
+    ids = chunk_ids(3_000, salt="n")
+    replicas = rng.choice([1, 2, 3], p=[0.1, 0.2, 0.7], size=len(ids))
+    reports = [
+        health_report(
+            merged_sketch_from_chunks(spread(ids, replicas, n, seed=n), KEY, N_PRIME, TAU),
+            3,
+            0.95,
+            max_replication=3,
+        )
+        for n in (3, 10, 50)
+    ]
+    assert reports[0] == reports[1] == reports[2]
+
+
+def test_slo_verdicts_and_repair() -> None:
+    ids = chunk_ids(5_000, salt="slo")
+    n = len(ids)
+    healthy = np.full(n, 3)
+    degraded = np.where(np.arange(n) < int(0.3 * n), 2, 3)  # 30% below target
+    borderline = np.where(np.arange(n) < int(0.01 * n), 2, 3)  # exactly at the 99% SLO
+
+    def report(replicas: np.ndarray) -> dict[str, Any]:
+        merged = merged_sketch_from_chunks(spread(ids, replicas, 5, seed=4), KEY, N_PRIME, TAU)
+        return health_report(merged, 3, 0.99, max_replication=5)
+
+    ok, bad, edge = report(healthy), report(degraded), report(borderline)
+    assert ok["slo"]["met"] == "yes" and ok["repair_recommended"] is False
+    assert bad["slo"]["met"] == "no" and bad["repair_recommended"] is True
+    assert edge["slo"]["met"] == "uncertain" and edge["repair_recommended"] is False
+    lo, hi = bad["slo"]["ci95"]
+    assert lo <= 0.7 <= hi
+
+
+def test_helpers_agree() -> None:
+    ids = chunk_ids(2_000, salt="h")
+    holdings = spread(ids, np.full(len(ids), 2), 4, seed=5)
+    kid = key_id_of(KEY)
+    from_chunks = merged_sketch_from_chunks(holdings, KEY, N_PRIME, TAU)
+    regs = {node: register_ids(c, KEY, N_PRIME) for node, c in holdings.items()}
+    assert merged_sketch_from_registers(regs, kid, N_PRIME, TAU) == from_chunks
+    nodes = list(node_sketches_from_chunks(holdings, KEY, N_PRIME).values())
+    assert merge_securely(nodes, TAU, round_secret=b"r" * 32) == from_chunks
+
+
+def test_empty_and_saturated_sketches() -> None:
+    empty = merged_sketch_from_chunks({}, KEY, N_PRIME, TAU)
+    rep = health_report(empty, 3, 0.99)
+    assert rep["union_size"]["estimate"] == 0.0 and rep["repair_recommended"] is False
+    json.dumps(rep, allow_nan=False)
+    full = MergedSketch.from_sum(np.full(100, 3), 100, key_id_of(KEY), TAU)
+    with pytest.raises(SketchSaturatedError):
+        health_report(full, 3, 0.99)
+    with pytest.raises(ValueError, match="TAU"):
+        health_report(empty, TAU + 1, 0.99)
