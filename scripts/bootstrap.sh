@@ -34,10 +34,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] \
+   || [ pyproject.toml -nt "$stamp" ]; then
   log "installing Python packages (requirements-dev.txt)"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -r requirements-dev.txt
+  # the console script `occ-client` (editable: the work tree is the code)
+  "$VENV/bin/pip" install -q --no-deps -e .
   touch "$stamp"
 fi
 
