@@ -45,7 +45,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={"info": {"description": DESCRIPTION}},
-        MAX_CONTENT_LENGTH=settings.max_upload_size,
+        # +1: werkzeug's limited stream raises once a read reaches the limit, so a body of
+        # exactly MAX_UPLOAD_SIZE bytes must stay below it; one byte more is a 413.
+        MAX_CONTENT_LENGTH=settings.max_upload_size + 1,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         DEBUG=settings.debug,
         PROPAGATE_EXCEPTIONS=False,
@@ -59,7 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     set_runtime(runtime)
     from workers.celery_app import app as celery_app
 
-    celery_app.conf.broker_url = settings.redis_url  # the same Redis as the settings, whatever the env
+    celery_app.conf.broker_url = (
+        settings.redis_url
+    )  # the same Redis as the settings, whatever the env
     app.extensions["occ"] = runtime
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
 

@@ -41,7 +41,7 @@ def wait_until(fn, timeout: float) -> None:  # type: ignore[no-untyped-def]
         try:
             if fn():
                 return
-        except Exception:  # noqa: BLE001 - polling
+        except Exception:
             pass
         time.sleep(0.1)
     raise TimeoutError("server did not start")
@@ -157,11 +157,16 @@ def main() -> None:
             up, down = [], []
             for i in range(args.repeat):
                 seed = hash((mode, i)) & 0xFFFF
-                print(f"{mode}: upload {i + 1}/{args.repeat} ({args.size_mib} MiB) ...", file=sys.stderr)
+                print(
+                    f"{mode}: upload {i + 1}/{args.repeat} ({args.size_mib} MiB) ...",
+                    file=sys.stderr,
+                )
                 t0 = time.perf_counter()
                 if mode == "raw PUT":
                     resp = requests.put(
-                        f"{base}/upload?name=b{i}&replication_factor=3", data=Chunked(seed, size), timeout=600
+                        f"{base}/upload?name=b{i}&replication_factor=3",
+                        data=Chunked(seed, size),
+                        timeout=600,
                     )
                 else:
                     resp = requests.post(

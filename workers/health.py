@@ -7,7 +7,7 @@ import hmac
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from occ_storage.health import health_report, merge_securely, node_sketches_from_chunks
 from occ_storage.sketches import MergedSketch
@@ -46,7 +46,7 @@ def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
 
 
 def _cached(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]] | None:
-    raw, nodes = rt.redis.mget([MERGED_KEY, NODES_KEY])
+    raw, nodes = cast(list[Any], rt.redis.mget([MERGED_KEY, NODES_KEY]))
     if not raw or not nodes:
         return None
     meta: dict[str, Any] = json.loads(nodes)
@@ -84,7 +84,9 @@ def health_check(rt: Runtime) -> dict[str, Any]:
     }
     rt.redis.set(HEALTH_KEY, json.dumps(verdict))
     level = logging.WARNING if verdict["repair_recommended"] else logging.INFO
-    log.log(level, "health check: SLO met=%s", rep["slo"].get("met"), extra={"task": "check_health"})
+    log.log(
+        level, "health check: SLO met=%s", rep["slo"].get("met"), extra={"task": "check_health"}
+    )
     return verdict
 
 

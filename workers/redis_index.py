@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
+from typing import Any
+
 import redis
+
 from occ_storage.index import Manifest
 
 PREFIX = "occ:index:"
@@ -46,7 +50,7 @@ class RedisIndex:
     """FileIndex over Redis: manifest JSON per file, a zset by creation time, chunk -> {file: r}."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.r = client
+        self.r: Any = client  # redis-py types replies as bytes | str | ...; ours are bytes
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
 
@@ -76,7 +80,7 @@ class RedisIndex:
         ids = sorted({c.id for c in old.chunks}) if old else []
         self._delete(keys=[_key(file_hash), FILES], args=[file_hash, *ids])
 
-    def list(self, offset: int, limit: int) -> list[Manifest]:
+    def list(self, offset: int, limit: int) -> builtins.list[Manifest]:
         hashes = self.r.zrevrange(FILES, offset, offset + limit - 1)
         if not hashes:
             return []
@@ -90,7 +94,7 @@ class RedisIndex:
         values = self.r.hvals(f"{PREFIX}chunk:{chunk_id}")
         return max((int(v) for v in values), default=0)
 
-    def all_file_hashes(self) -> list[str]:
+    def all_file_hashes(self) -> builtins.list[str]:
         return [h.decode() for h in self.r.zrange(FILES, 0, -1)]
 
     def clear(self) -> None:

@@ -9,9 +9,9 @@ from functools import cached_property
 from pathlib import Path
 
 import redis
+
 from occ_storage.nodes import LocalDirNode
 from occ_storage.store import ChunkStore
-
 from workers.jobs import Jobs
 from workers.redis_index import RedisIndex
 from workers.settings import Settings

@@ -7,10 +7,9 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 from occ_storage.index import Manifest
-
 from workers.jobs import Status
 from workers.runtime import get_runtime
 from workers.settings import write_quorum
@@ -61,11 +60,13 @@ def new_job(kind: str, **data: Any) -> str:
     return job_id
 
 
-def store_upload(stream: IO[bytes], name: str, r: int, expires_at: float | None = None) -> dict[str, Any]:
+def store_upload(
+    stream: IO[bytes], name: str, r: int, expires_at: float | None = None
+) -> dict[str, Any]:
     """Write every chunk to the write quorum, then queue the remaining copies; returns the seed's fields."""
     rt = get_runtime()
     w = write_quorum(r)
-    manifest = rt.store.put(stream, name, r, quorum=w, expires_at=expires_at)
+    manifest = rt.store.put(cast(BinaryIO, stream), name, r, quorum=w, expires_at=expires_at)
     job_id = None
     if w < r:
         job_id = new_job("replicate", file_hash=manifest.file_hash, replication_factor=r)
@@ -88,7 +89,9 @@ def read_file(file_hash: str, start: int, end: int) -> Iterator[bytes]:
     rt = get_runtime()
 
     def on_bad(chunk_id: str, node_id: str) -> None:
-        log.warning("bad replica skipped", extra={"file_hash": file_hash, "event": f"{chunk_id}@{node_id}"})
+        log.warning(
+            "bad replica skipped", extra={"file_hash": file_hash, "event": f"{chunk_id}@{node_id}"}
+        )
         try:
             _enqueue("repair_file", file_hash)
         except Exception:  # the scrub finds it later; a read must not fail for this

@@ -98,6 +98,7 @@ def repair_all() -> int:
     """Repair sweep over every file (scheduled by the health check when the SLO is at risk)."""
     rt = get_runtime()
     hashes = rt.index.all_file_hashes()
+    file_hash: str
     for i, file_hash in enumerate(hashes, 1):
         repair_file.run(file_hash)
         if i % 100 == 0:
@@ -147,7 +148,9 @@ def check_health() -> dict[str, Any]:
     if verdict.get("repair_recommended") and rt.redis.set(
         "occ:health:repair_scheduled", str(time.time()), nx=True, ex=3600
     ):
-        log.warning("replication SLO missed: repair sweep scheduled", extra={"task": "check_health"})
+        log.warning(
+            "replication SLO missed: repair sweep scheduled", extra={"task": "check_health"}
+        )
         repair_all.delay()
     return verdict
 

@@ -7,10 +7,10 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from workers.health import network_status
 
 from api.deps import runtime
 from api.errors import ApiError
+from workers.health import network_status
 
 blp = Blueprint("health", __name__, description="Liveness and replication health")
 
@@ -25,7 +25,9 @@ class Health(MethodView):
         rt.redis.ping()  # Redis down -> 503 with Retry-After (api/errors.py)
         nodes_ok = all(n.free_bytes() > 0 for n in rt.nodes)
         if not nodes_ok:
-            raise ApiError(503, "Not ready: a node directory is unusable", headers={"Retry-After": "5"})
+            raise ApiError(
+                503, "Not ready: a node directory is unusable", headers={"Retry-After": "5"}
+            )
         return {"status": "healthy", "nodes": len(rt.nodes), "ready": True}
 
 

@@ -27,7 +27,9 @@ from api.storage.schemas import (
 )
 from workers import storage_jobs
 
-blp = Blueprint("storage", __name__, description="Direct uploads and downloads in the OCC chunk store")
+blp = Blueprint(
+    "storage", __name__, description="Direct uploads and downloads in the OCC chunk store"
+)
 
 HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -100,7 +102,9 @@ def upload_result(summary: dict[str, Any]) -> dict[str, Any]:
 class Upload(MethodView):
     @blp.doc(**MULTIPART_DOC)
     @blp.response(200, UploadResultSchema)
-    @blp.alt_response(400, description="Missing file part, bad replication_factor or paid-upload input")
+    @blp.alt_response(
+        400, description="Missing file part, bad replication_factor or paid-upload input"
+    )
     @blp.alt_response(401, description="API key required (when API_KEYS is set)")
     @blp.alt_response(413, description="Body larger than MAX_UPLOAD_SIZE")
     def post(self) -> Any:
@@ -117,7 +121,9 @@ class Upload(MethodView):
         r = check_replication(form["replication_factor"])
         upload = request.files.get("file")
         if upload is None:
-            raise ApiError(400, "Missing file part 'file'", {"file": ["Missing data for required field."]})
+            raise ApiError(
+                400, "Missing file part 'file'", {"file": ["Missing data for required field."]}
+            )
         upload.stream.seek(0)
         return upload_result(storage_jobs.store_upload(upload.stream, upload.filename or "", r))
 
@@ -125,7 +131,9 @@ class Upload(MethodView):
     @blp.doc(
         requestBody={
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     )
     @blp.response(200, UploadResultSchema)
@@ -148,7 +156,9 @@ def _content_disposition(name: str, file_hash: str) -> str:
 
 @blp.route("/download/<string:file_hash>")
 class Download(MethodView):
-    @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
+    @blp.response(
+        200, {"type": "string", "format": "binary"}, content_type="application/octet-stream"
+    )
     @blp.alt_response(206, description="Partial content (Range)")
     @blp.alt_response(304, description="Not modified (If-None-Match)")
     @blp.alt_response(400, description="Malformed hash")
@@ -173,16 +183,22 @@ class Download(MethodView):
         start, end, status = 0, size, 200
         rng = request.range
         if_range = request.if_range
-        range_applies = (if_range.etag is None and if_range.date is None) or if_range.etag == file_hash
+        range_applies = (
+            if_range.etag is None and if_range.date is None
+        ) or if_range.etag == file_hash
         if rng is not None and range_applies:
             if rng.units != "bytes" or len(rng.ranges) != 1:
                 raise ApiError(
-                    416, "Only one byte range is supported", headers={"Content-Range": f"bytes */{size}"}
+                    416,
+                    "Only one byte range is supported",
+                    headers={"Content-Range": f"bytes */{size}"},
                 )
             bounds = rng.range_for_length(size)
             if bounds is None:
                 raise ApiError(
-                    416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"}
+                    416,
+                    "Requested range not satisfiable",
+                    headers={"Content-Range": f"bytes */{size}"},
                 )
             start, end, status = bounds[0], bounds[1], 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"

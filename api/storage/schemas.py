@@ -52,7 +52,9 @@ class UploadResultSchema(ma.Schema):
     durable_copies = ma.fields.Integer(
         metadata={"description": "Copies of every chunk already durable (the write quorum)"}
     )
-    distribution = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+    distribution = ma.fields.Dict(
+        keys=ma.fields.String(), values=ma.fields.List(ma.fields.String())
+    )
     job_id = ma.fields.String(allow_none=True)
 
 

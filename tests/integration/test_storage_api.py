@@ -57,9 +57,13 @@ def gateway(stack: Stack) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def upload(base: str, data: bytes, name: str = "f.bin", r: int | None = None, **kw: Any) -> requests.Response:
+def upload(
+    base: str, data: bytes, name: str = "f.bin", r: int | None = None, **kw: Any
+) -> requests.Response:
     form = {"replication_factor": str(r)} if r is not None else {}
-    return requests.post(f"{base}/upload", files={"file": (name, data)}, data=form, timeout=60, **kw)
+    return requests.post(
+        f"{base}/upload", files={"file": (name, data)}, data=form, timeout=60, **kw
+    )
 
 
 def test_upload_replicates_to_r_distinct_nodes_and_downloads(gateway: str) -> None:
@@ -78,7 +82,9 @@ def test_upload_replicates_to_r_distinct_nodes_and_downloads(gateway: str) -> No
     ):
         assert field in body
     assert body["file_hash"] == hashlib.sha256(data).hexdigest()
-    assert body["file_size"] == len(data) and body["chunks"] == 11 and body["replication_factor"] == 3
+    assert (
+        body["file_size"] == len(data) and body["chunks"] == 11 and body["replication_factor"] == 3
+    )
     assert wait_job(gateway, body["job_id"])["status"] == 400
     report = requests.get(f"{gateway}/verify/{body['file_hash']}", timeout=30).json()
     assert report["retrievable"] and report["missing_chunks"] == []
@@ -102,7 +108,9 @@ def test_upload_replicates_to_r_distinct_nodes_and_downloads(gateway: str) -> No
 
 def test_raw_put_upload_and_delete(gateway: str, stack: Stack) -> None:
     data = payload(2, 3 * CHUNK)
-    resp = requests.put(f"{gateway}/upload?name=raw.bin&replication_factor=2", data=data, timeout=30)
+    resp = requests.put(
+        f"{gateway}/upload?name=raw.bin&replication_factor=2", data=data, timeout=30
+    )
     assert resp.status_code == 200, resp.text
     fh = resp.json()["file_hash"]
     assert requests.get(f"{gateway}/download/{fh}", timeout=30).content == data
@@ -148,7 +156,9 @@ def test_twenty_concurrent_uploads_are_readable(gateway: str) -> None:
     datas = [payload(100 + i, (i % 5 + 1) * CHUNK + i) for i in range(20)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda d: upload(gateway, d), datas))
-    assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
+    assert all(r.status_code == 200 for r in results), [
+        r.text for r in results if r.status_code != 200
+    ]
     for data, resp in zip(datas, results, strict=True):
         fh = resp.json()["file_hash"]
         assert requests.get(f"{gateway}/download/{fh}", timeout=30).content == data
@@ -189,7 +199,9 @@ def test_worker_killed_mid_replication_still_reaches_r(stack: Stack) -> None:
     for attempt in range(4):
         body = upload(base, payload(70 + attempt, 1000 * CHUNK)).json()
         job_url = f"{base}/jobs/{body['job_id']}"
-        wait_for(lambda: requests.get(job_url, timeout=5).json()["status"] >= 301, 60, "task start", 0.02)
+        wait_for(
+            lambda u=job_url: requests.get(u, timeout=5).json()["status"] >= 301, 60, "started", 0.02
+        )
         if requests.get(job_url, timeout=5).json()["status"] == 301:
             for child in pool_children(worker.pid):
                 os.kill(child, signal.SIGKILL)
@@ -228,7 +240,9 @@ class TestBadInput:
         assert_error_shape(requests.get(f"{base}/no/such/route", timeout=5), 404)
         assert_error_shape(requests.delete(f"{base}/health", timeout=5), 405)
         # missing file part
-        assert_error_shape(requests.post(f"{base}/upload", data={"x": "1"}, headers=auth, timeout=5), 400)
+        assert_error_shape(
+            requests.post(f"{base}/upload", data={"x": "1"}, headers=auth, timeout=5), 400
+        )
         # replication factor 0 and above the node count
         for r in (0, 6, -1):
             assert_error_shape(upload(base, b"abc", r=r, headers=auth), 400)
@@ -315,7 +329,10 @@ def test_redis_down_gives_503_with_retry_after(stack: Stack, tmp_path: Path) -> 
         assert resp.headers.get("Retry-After")
     own.start()  # appendonly: the index survives the restart
     wait_for(lambda: requests.get(f"{base}/health", timeout=5).ok, 30, "recovery")
-    assert requests.get(f"{base}/download/{body['file_hash']}", timeout=10).content == b"before the outage"
+    assert (
+        requests.get(f"{base}/download/{body['file_hash']}", timeout=10).content
+        == b"before the outage"
+    )
     own.stop()
 
 
@@ -353,9 +370,9 @@ def test_no_temp_files_left_after_failed_uploads(stack: Stack) -> None:
     port = free_port()
     stack.start_gunicorn(port)
     head = (
-        f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-        f'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
-    ).encode()
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+    )
     reply = _raw_request(port, head + b"x" * 1000)  # truncated body, then the client goes away
     assert reply.startswith(b"HTTP/1.1 413")
     time.sleep(0.5)

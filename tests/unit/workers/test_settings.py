@@ -21,7 +21,13 @@ def test_defaults_match_the_seed() -> None:
         262144,
     )
     assert s.debug is False and s.api_keys == ()
-    assert [p.name for p in s.node_dirs()] == ["node_000", "node_001", "node_002", "node_003", "node_004"]
+    assert [p.name for p in s.node_dirs()] == [
+        "node_000",
+        "node_001",
+        "node_002",
+        "node_003",
+        "node_004",
+    ]
 
 
 @pytest.mark.parametrize(
