@@ -115,7 +115,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.exceptions.BusyLoadingError)
     def _redis_down(err: Exception) -> ResponseReturnValue:
         log.warning("redis unavailable: %s", type(err).__name__)
-        return respond(503, "Service temporarily unavailable: state store down", headers={"Retry-After": "5"})
+        return respond(
+            503, "Service temporarily unavailable: state store down", headers={"Retry-After": "5"}
+        )
 
     @app.errorhandler(ConfigError)
     def _config_error(err: ConfigError) -> ResponseReturnValue:

@@ -61,7 +61,9 @@ bp = Blueprint("private", __name__)
 class PaymentField(ma.fields.Field):  # type: ignore[type-arg]
     """payment / paymentMethods: [{chainId, acceptedTokens}], normalised by workers.registry."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         try:
             return normalize_payment(value, attr or "payment")
         except InvalidRecordError as exc:
@@ -98,7 +100,9 @@ class RegisterSchema(ma.Schema):
         required=True,
         validate=[
             validate.Length(max=2048),
-            validate.URL(schemes={"http", "https"}, require_tld=False, error="must be an http(s) URL"),
+            validate.URL(
+                schemes={"http", "https"}, require_tld=False, error="must be an http(s) URL"
+            ),
         ],
     )
     payment = PaymentField(load_default=None)
@@ -153,7 +157,9 @@ def register() -> ResponseReturnValue:
     try:
         check_url(data["url"], settings.allow_loopback_services)
     except RemoteAddressError as exc:
-        raise ApiError(400, f"Malformed registration: url: {exc}", errors={"url": [str(exc)]}) from None
+        raise ApiError(
+            400, f"Malformed registration: url: {exc}", errors={"url": [str(exc)]}
+        ) from None
 
     signature = body.get("signature")
     if not isinstance(signature, str) or not signature:
@@ -186,8 +192,15 @@ def register() -> ResponseReturnValue:
     except RegistryReplayError:
         raise ApiError(409, "Registration replayed: sign a fresh record") from None
     except InvalidRecordError as exc:
-        raise ApiError(400, f"Malformed registration: {exc}", errors={exc.field: [exc.reason]}) from None
-    log.info("storage %s %s by %s", data["type"], "registered" if created else "refreshed", record["signer"])
+        raise ApiError(
+            400, f"Malformed registration: {exc}", errors={exc.field: [exc.reason]}
+        ) from None
+    log.info(
+        "storage %s %s by %s",
+        data["type"],
+        "registered" if created else "refreshed",
+        record["signer"],
+    )
     stored = registry.get(data["type"])
     resp = jsonify(
         {
@@ -216,7 +229,9 @@ def staged(quote_id: str, index: int) -> ResponseReturnValue:
     if STAGED_QUOTE_ID_RE.fullmatch(quote_id) is None:
         raise ApiError(404, "No such staged file")
     rt = _runtime()
-    if TOKEN_RE.fullmatch(token) is None or not check_staged_token(quote_id, index, token, rt.sketch_key):
+    if TOKEN_RE.fullmatch(token) is None or not check_staged_token(
+        quote_id, index, token, rt.sketch_key
+    ):
         raise ApiError(403, "Invalid token for this staged file")
     path = rt.settings.staging_dir / "quotes" / quote_id / f"{index}"
     try:

@@ -22,7 +22,12 @@ import requests
 from werkzeug.serving import make_server
 
 from api.private import create_private_app
-from tests.fakes.microservice import DEFAULT_TOKEN, MICROSERVICE_ADDRESS, MICROSERVICE_KEY, FakeMicroservice
+from tests.fakes.microservice import (
+    DEFAULT_TOKEN,
+    MICROSERVICE_ADDRESS,
+    MICROSERVICE_KEY,
+    FakeMicroservice,
+)
 from tests.fixtures.services import ROOT, VENV_BIN, RedisServer, free_port, stop, wait_for
 from workers.registry import InvalidRecordError, Registry, RegistryReplayError, normalize_payment
 from workers.remote import RemoteStorageClient, staged_file_url
