@@ -96,7 +96,7 @@ class Jobs:
     """Job records in Redis: create, read, advance (forward only), count deliveries."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.r = client
+        self.r: Any = client  # redis-py types replies as bytes | str | ...; ours are bytes
         self._advance = client.register_script(_ADVANCE)
         self._nonce = client.register_script(_NONCE)
         self._create = client.register_script(_CREATE)
@@ -148,7 +148,9 @@ class Jobs:
 
     def advance(self, job_id: str, status: Status, reason: str = "") -> bool:
         """Move to `status` if it is larger than the current one; returns whether it moved."""
-        res = self._advance(keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason])
+        res = self._advance(
+            keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason]
+        )
         return int(res) == 1
 
     def update_data(self, job_id: str, **fields: Any) -> None:
@@ -165,6 +167,37 @@ class Jobs:
                     return
                 except redis.WatchError:
                     continue
+
+    def cas_data(self, job_id: str, field: str, expected: Any, new: Any) -> tuple[bool, Any]:
+        """Set data[field] to `new` only if it equals `expected` (None: absent).
+
+        Returns (whether it was set, the value now in place); write-ahead records use it so
+        that two deliveries of one task can never both record a transaction.
+        """
+        key = job_key(job_id)
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(key)  # type: ignore[no-untyped-call,unused-ignore]
+                    raw = p.hget(key, "data")
+                    if raw is None:
+                        p.unwatch()
+                        return False, None
+                    cur = json.loads(raw or b"{}")
+                    if cur.get(field) != expected:
+                        p.unwatch()
+                        return False, cur.get(field)
+                    cur[field] = new
+                    p.multi()
+                    p.hset(key, "data", json.dumps(cur, sort_keys=True))
+                    p.execute()
+                    return True, new
+                except redis.WatchError:
+                    continue
+
+    def count_attempt(self, job_id: str, stage: str) -> int:
+        """Count one more delivery of one stage's task (payment, store, refund); returns the count."""
+        return int(self.r.hincrby(job_key(job_id), f"deliveries_{stage}", 1))
 
     def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of the job's task; returns the new count."""

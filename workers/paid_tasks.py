@@ -1,0 +1,672 @@
+# mypy: disable-error-code="untyped-decorator"
+"""Celery tasks of paid uploads: take the payment (write-ahead), store the files, refund on failure, expire.
+
+Each task takes a quote id, re-reads the job, skips it when its status is final or elsewhere,
+counts its delivery per stage (poison limit) and never repeats a side effect: a payment or
+refund transaction is prepared and signed once, recorded in the job with a compare-and-set
+before it is broadcast, and a re-delivered task only re-broadcasts the recorded bytes (same
+hash, idempotent). Status moves only forward (workers/jobs.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.exceptions import Retry
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from occ_storage.errors import NodeError, UnknownFileError
+from workers import storage_jobs
+from workers.celery_app import app
+from workers.jobs import Status
+from workers.paid import (
+    OCC_TYPE,
+    QUOTE_KIND,
+    QuoteRequestError,
+    find_option,
+    payment_options,
+    quote_dir,
+    quotes_dir,
+    registry,
+    remove_staging,
+    sha256_file,
+)
+from workers.payments import (
+    BroadcastError,
+    BroadcastResult,
+    ChainUnavailableError,
+    CheckStatus,
+    NonceConflictError,
+    PaymentState,
+    PreparedTx,
+    TokenPayments,
+    TransferWouldRevertError,
+    load_token_abi,
+)
+from workers.remote import RemoteError, RemoteStorageClient, staged_file_url
+from workers.runtime import Runtime, get_runtime
+from workers.settings import ConfigError, Settings
+
+log = logging.getLogger("workers.paid_tasks")
+
+MAX_ATTEMPTS = {"payment": 200, "store": 60, "refund": 200}
+PAYMENT_GRACE_S = 300  # an upload accepted just before expiry may still be charged this long after
+NONCE_LOCK_TIMEOUT_S = 5  # short: a killed holder blocks other payments only this long
+NONCE_LOCK_WAIT_S = 30
+QUOTE_LOCK_TIMEOUT_S = 300
+POLL_BASE_S = 0.5
+POLL_MAX_S = 15.0
+REMOTE_DEADLINE_S = 24 * 3600
+REDRIVE_AFTER_S = 600
+STAGING_ORPHAN_AGE_S = 3600
+EXPIRY_KEY = "occ:paid:expiry"  # zset file_hash -> paid-until (unix seconds)
+PAID_TX_PREFIX = "occ:paidtx:"  # a transaction hash pays at most one quote
+RPC_TIMEOUT_S = 10
+
+
+class LockBusyError(Exception):
+    """The gateway account's nonce lock could not be taken in time: transient."""
+
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ChainUnavailableError,
+    NonceConflictError,
+    LockBusyError,
+    NodeError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def load_gateway_account(settings: Settings) -> LocalAccount:
+    """The gateway wallet from GATEWAY_KEY_FILE (or the payment config's gateway_key_file)."""
+    path = settings.gateway_key_file
+    if path is None:
+        configured = settings.payment_config().get("gateway_key_file")
+        path = Path(configured) if configured else None
+    if path is None:
+        raise ConfigError("GATEWAY_KEY_FILE is not set")
+    try:
+        key = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_KEY_FILE cannot be read: {exc.strerror}") from None
+    account: LocalAccount = Account.from_key(key)
+    return account
+
+
+@contextlib.contextmanager
+def _redis_lock(client: redis.Redis, name: str) -> Iterator[None]:
+    lock = client.lock(name, timeout=NONCE_LOCK_TIMEOUT_S, blocking_timeout=NONCE_LOCK_WAIT_S)
+    if not lock.acquire():
+        raise LockBusyError("the gateway account is busy")
+    try:
+        yield
+    finally:
+        # expired while held (a slow RPC): the record compare-and-set keeps this safe
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+
+
+_payments: dict[tuple[int, int, str], TokenPayments] = {}
+
+
+def payments_for(rt: Runtime, data: dict[str, Any]) -> TokenPayments:
+    """The TokenPayments of a quote's chain and token (cached per process)."""
+    key = (id(rt), int(data["chainId"]), str(data["tokenAddress"]).lower())
+    if key not in _payments:
+        option = find_option(
+            payment_options(rt.settings), int(data["chainId"]), data["tokenAddress"]
+        )
+        gateway = load_gateway_account(rt.settings)
+        if gateway.address.lower() != option.gateway_address.lower():
+            raise ConfigError("GATEWAY_KEY_FILE does not hold the configured gateway address")
+        w3 = Web3(Web3.HTTPProvider(option.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
+        lock_name = f"occ:lock:gateway-nonce:{option.chain_id}:{gateway.address.lower()}"
+        _payments[key] = TokenPayments(
+            w3,
+            option.address,
+            load_token_abi(),
+            gateway,
+            option.treasury_address,
+            max(1, rt.settings.confirmations),
+            nonce_lock=lambda: _redis_lock(rt.redis, lock_name),
+        )
+    return _payments[key]
+
+
+def _poll(task: Any, extra: float = 0.0) -> Exception:
+    """A Retry for polling (confirmations, a microservice): short, growing, jittered delays."""
+    n = int(task.request.retries or 0)
+    countdown = min(POLL_MAX_S, POLL_BASE_S * 1.5**n + extra) * random.uniform(0.8, 1.2)
+    exc: Exception = task.retry(countdown=countdown, max_retries=None)
+    return exc
+
+
+def _job(rt: Runtime, quote_id: str) -> dict[str, Any] | None:
+    job = rt.jobs.get(quote_id)
+    if job is None or job.get("kind") != QUOTE_KIND:
+        log.warning("unknown quote", extra={"quote_id": quote_id})
+        return None
+    return job
+
+
+def _fail_unpaid(rt: Runtime, quote_id: str, status: Status, reason: str) -> None:
+    """A final failure before any payment: record it and drop the staged files."""
+    if rt.jobs.advance(quote_id, status, reason):
+        log.warning(
+            "payment failed: %s", reason, extra={"quote_id": quote_id, "event": status.name}
+        )
+    remove_staging(quote_dir(rt.settings, quote_id))
+
+
+def _fail_paid(rt: Runtime, quote_id: str, status: Status, reason: str) -> None:
+    """A storing failure after payment: record it, move to REFUNDING and queue the refund."""
+    rt.jobs.update_data(
+        quote_id,
+        failure={"status": int(status), "name": status.name, "reason": reason, "at": time.time()},
+    )
+    if rt.jobs.advance(quote_id, Status.REFUNDING, f"{status.name}: {reason}"):
+        log.error("storing failed after payment: %s", reason, extra={"quote_id": quote_id})
+    refund_payment.delay(quote_id)
+
+
+def _send(
+    rt: Runtime,
+    quote_id: str,
+    pay: TokenPayments,
+    field: str,
+    prepare: Callable[[], PreparedTx],
+    on_recorded: Callable[[], None],
+) -> PreparedTx:
+    """Return the quote's recorded transaction in ``field``, preparing and recording it first if none.
+
+    Under the gateway nonce lock: re-read, prepare, compare-and-set the record, then broadcast.
+    A recorded transaction is only ever re-broadcast; if its nonce was taken by another mined
+    transaction (DROPPED, so it can never be mined) a new one replaces it by compare-and-set.
+    """
+    job = rt.jobs.get(quote_id) or {}
+    record = job.get("data", {}).get(field)
+    if record is None:
+        with pay.nonce_guard():
+            record = (rt.jobs.get(quote_id) or {}).get("data", {}).get(field)
+            if record is None:
+                _, record = rt.jobs.cas_data(quote_id, field, None, prepare().to_dict())
+            on_recorded()
+            prepared = PreparedTx.from_dict(record)
+            result = pay.broadcast(prepared)
+    else:
+        prepared = PreparedTx.from_dict(record)
+        result = pay.broadcast(prepared)
+    if result is BroadcastResult.DROPPED:
+        with pay.nonce_guard():
+            fresh = prepare().to_dict()
+            replaced, current = rt.jobs.cas_data(quote_id, field, record, fresh)
+            if replaced:
+                log.warning(
+                    "tx %s dropped, replaced", prepared.tx_hash, extra={"quote_id": quote_id}
+                )
+            prepared = PreparedTx.from_dict(current)
+            pay.broadcast(prepared)
+    return prepared
+
+
+# --- payment ----------------------------------------------------------------------------------
+
+
+@app.task(name="process_payment", bind=True, **RETRY)
+def process_payment(self: Any, quote_id: str) -> None:
+    """Charge the quote (allowance, balance, write-ahead transferFrom, confirmations), then queue storing."""
+    rt = get_runtime()
+    job = _job(rt, quote_id)
+    if job is None:
+        return
+    status = Status(job["status"])
+    if status.final or status < Status.PAYMENT_QUEUED:
+        return
+    if status >= Status.STORE_QUEUED:
+        if status < Status.DONE:
+            store_paid.delay(quote_id)  # paid already: make sure storing was queued
+        return
+    data = job["data"]
+    record = data.get("payment_tx")
+    if rt.jobs.count_attempt(quote_id, "payment") > MAX_ATTEMPTS["payment"]:
+        if record is None:
+            _fail_unpaid(
+                rt, quote_id, Status.PAYMENT_REJECTED, "payment task delivered too many times"
+            )
+        else:
+            rt.jobs.advance(
+                quote_id,
+                Status.PAYMENT_TIMEOUT,
+                f"payment {record['tx_hash']} unresolved after many attempts: needs an operator",
+            )
+        return
+    user, amount = data["userAddress"], int(data["tokenAmount"])
+
+    if record is None:
+        if time.time() > float(data["expiresAt"]) + PAYMENT_GRACE_S:
+            _fail_unpaid(rt, quote_id, Status.QUOTE_EXPIRED, "quote expired before payment")
+            return
+        rt.jobs.advance(quote_id, Status.PAYMENT_CHECKING)
+        missing = _staged_problem(rt, quote_id, data)
+        if missing:
+            _fail_unpaid(rt, quote_id, Status.STAGED_FILE_MISSING, missing)
+            return
+        if amount == 0:
+            _mark_paid(rt, quote_id, None)
+            return
+        try:
+            pay = payments_for(rt, data)
+        except (ConfigError, QuoteRequestError) as exc:
+            log.error("payments misconfigured: %s", exc, extra={"quote_id": quote_id})
+            _fail_unpaid(
+                rt, quote_id, Status.PAYMENT_REJECTED, "the gateway cannot take payments now"
+            )
+            return
+        if _check_fails(rt, quote_id, pay, user, amount):
+            return
+    else:
+        pay = payments_for(rt, data)
+
+    try:
+        prepared = _send(
+            rt,
+            quote_id,
+            pay,
+            "payment_tx",
+            lambda: pay.prepare_payment(user, amount, tag=quote_id),
+            lambda: _advance(rt, quote_id, Status.PAYMENT_SENT),
+        )
+    except TransferWouldRevertError:
+        if _check_fails(rt, quote_id, pay, user, amount):  # changed since the check
+            return
+        raise _poll(self, 2.0) from None
+    except BroadcastError:
+        _fail_unpaid(
+            rt, quote_id, Status.PAYMENT_REJECTED, "the node refused the gateway's transfer"
+        )
+        return
+
+    verdict = pay.verify_payment(prepared.tx_hash, user, amount, tag=quote_id)
+    if verdict.state is PaymentState.PAID:
+        _mark_paid(rt, quote_id, prepared.tx_hash)
+    elif verdict.state is PaymentState.REVERTED:
+        _fail_unpaid(
+            rt, quote_id, Status.TRANSFER_REVERTED, f"transfer {prepared.tx_hash} reverted"
+        )
+    elif verdict.state is PaymentState.WRONG_TRANSFER:
+        _fail_unpaid(rt, quote_id, Status.PAYMENT_REJECTED, verdict.reason)
+    else:
+        if verdict.state is PaymentState.CONFIRMING:
+            rt.jobs.advance(quote_id, Status.PAYMENT_CONFIRMING)
+        raise _poll(self)
+
+
+def _advance(rt: Runtime, quote_id: str, status: Status) -> None:
+    rt.jobs.advance(quote_id, status)
+
+
+def _check_fails(rt: Runtime, quote_id: str, pay: TokenPayments, user: str, amount: int) -> bool:
+    """Check allowance and balance; on a shortfall record the final status and return True."""
+    check = pay.check(user, amount)
+    if check.ok:
+        return False
+    bad = (
+        Status.ALLOWANCE_TOO_LOW
+        if check.status is CheckStatus.ALLOWANCE_TOO_LOW
+        else Status.BALANCE_TOO_LOW
+    )
+    _fail_unpaid(rt, quote_id, bad, f"{bad.name.lower().replace('_', ' ')} for {amount}")
+    return True
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _staged_problem(rt: Runtime, quote_id: str, data: dict[str, Any]) -> str | None:
+    """Why the staged files cannot be stored (checked before charging), or None."""
+    files = (data.get("upload") or {}).get("files")
+    if not files or len(files) != len(data.get("lengths", [])):
+        return "no staged upload recorded"
+    base = quote_dir(rt.settings, quote_id)
+    for f in files:
+        path = base / str(f["index"])
+        if not path.is_file() or path.stat().st_size != int(f["length"]):
+            return f"staged file {int(f['index']) + 1} is missing or truncated"
+    return None
+
+
+def _mark_paid(rt: Runtime, quote_id: str, tx_hash: str | None) -> None:
+    if tx_hash is not None:
+        key = PAID_TX_PREFIX + tx_hash.lower()
+        rt.redis.set(key, quote_id, nx=True)
+        owner = rt.redis.get(key)
+        if owner is None or _text(owner) != quote_id:
+            _fail_unpaid(
+                rt, quote_id, Status.PAYMENT_REJECTED, "transaction already paid another quote"
+            )
+            return
+    rt.jobs.update_data(quote_id, paid={"tx_hash": tx_hash, "at": time.time()})
+    rt.jobs.advance(quote_id, Status.STORE_QUEUED)
+    log.info("payment confirmed", extra={"quote_id": quote_id, "event": tx_hash})
+    store_paid.delay(quote_id)
+
+
+# --- storing ----------------------------------------------------------------------------------
+
+
+@app.task(name="store_paid", bind=True, **RETRY)
+def store_paid(self: Any, quote_id: str) -> None:
+    """Store a paid quote's staged files (occ: the chunk store; others: their microservice)."""
+    rt = get_runtime()
+    job = _job(rt, quote_id)
+    if job is None:
+        return
+    status = Status(job["status"])
+    if status.final or status < Status.STORE_QUEUED:
+        return
+    if status == Status.REFUNDING:
+        refund_payment.delay(quote_id)
+        return
+    if rt.jobs.count_attempt(quote_id, "store") > MAX_ATTEMPTS["store"]:
+        _fail_paid(rt, quote_id, Status.STORE_INTERNAL_ERROR, "store task delivered too many times")
+        return
+    lock = rt.redis.lock(
+        f"occ:lock:quote:{quote_id}", timeout=QUOTE_LOCK_TIMEOUT_S, blocking_timeout=0
+    )
+    if not lock.acquire():
+        raise _poll(self, 5.0)  # another delivery is storing it right now
+    try:
+        if job["data"].get("type") == OCC_TYPE:
+            _store_occ(rt, quote_id, job["data"])
+        else:
+            _store_remote(self, rt, quote_id, job["data"])
+    except Retry:
+        raise
+    except TRANSIENT as exc:
+        if int(self.request.retries or 0) < int(RETRY["max_retries"]):
+            raise  # autoretry with backoff and jitter
+        _fail_paid(
+            rt, quote_id, Status.STORE_INTERNAL_ERROR, f"storage unavailable ({type(exc).__name__})"
+        )
+    except Exception as exc:  # a bug or a disk error: the user paid, so refund rather than loop
+        log.exception("storing failed", extra={"quote_id": quote_id})
+        _fail_paid(
+            rt, quote_id, Status.STORE_INTERNAL_ERROR, f"internal error ({type(exc).__name__})"
+        )
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+
+
+def _merged_expiry(rt: Runtime, file_hash: str, paid_until: float) -> float | None:
+    """Expiry for a paid file: content stored before without expiry keeps none; else the later one."""
+    try:
+        manifest = rt.store.manifest(file_hash)
+    except UnknownFileError:
+        return paid_until
+    if manifest.expires_at is None:
+        return None
+    return max(float(manifest.expires_at), paid_until)
+
+
+def _store_occ(rt: Runtime, quote_id: str, data: dict[str, Any]) -> None:
+    rt.jobs.advance(quote_id, Status.STORING)
+    files = (data.get("upload") or {}).get("files") or []
+    if not files or len(files) != len(data.get("lengths", [])):
+        _fail_paid(rt, quote_id, Status.STAGED_FILE_MISSING, "no staged upload recorded")
+        return
+    stored: list[dict[str, Any]] = list(data.get("stored", []))
+    paid_until = time.time() + int(data["duration"])
+    base = quote_dir(rt.settings, quote_id)
+    for f in files[len(stored) :]:
+        n = int(f["index"]) + 1
+        try:
+            size, sha = sha256_file(base / str(f["index"]))
+        except FileNotFoundError:
+            _fail_paid(rt, quote_id, Status.STAGED_FILE_MISSING, f"staged file {n} is missing")
+            return
+        if size != int(f["length"]) or sha != f["sha256"]:
+            _fail_paid(rt, quote_id, Status.STAGED_FILE_MISSING, f"staged file {n} is corrupt")
+            return
+        expires_at = _merged_expiry(rt, sha, paid_until)
+        with open(base / str(f["index"]), "rb") as stream:
+            result = storage_jobs.store_upload(
+                stream, f["name"], rt.settings.replication_factor, expires_at=expires_at
+            )
+        if result["file_hash"] != sha:
+            _fail_paid(
+                rt, quote_id, Status.STORE_INTERNAL_ERROR, f"staged file {n} changed while storing"
+            )
+            return
+        stored.append(
+            {"file_hash": sha, "length": size, "expires_at": paid_until, "name": f["name"]}
+        )
+        rt.jobs.update_data(quote_id, stored=stored)
+        if expires_at is not None:
+            rt.redis.zadd(EXPIRY_KEY, {sha: expires_at}, gt=True)
+    rt.jobs.advance(quote_id, Status.DONE)
+    remove_staging(base)
+    log.info("paid upload stored", extra={"quote_id": quote_id})
+
+
+def private_base_url(settings: Settings) -> str:
+    """The private API as microservices reach it (PRIVATE_BASE_URL, else 127.0.0.1:PRIVATE_PORT)."""
+    configured = str(getattr(settings, "private_base_url", "") or "")
+    return configured.rstrip("/") or f"http://127.0.0.1:{settings.private_port}"
+
+
+def _store_remote(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -> None:
+    record = registry(rt).get(str(data["type"]))
+    if record is None:
+        _fail_paid(
+            rt, quote_id, Status.BACKEND_FAILED, f"storage {data['type']!r} is not registered"
+        )
+        return
+    rt.jobs.advance(quote_id, Status.REMOTE_PENDING)
+    upload = data.get("upload") or {}
+    started = float(data.get("remote_uploaded") or time.time())
+    if time.time() - started > REMOTE_DEADLINE_S:
+        _fail_paid(rt, quote_id, Status.BACKEND_FAILED, "storage did not finish in time")
+        return
+    try:
+        with RemoteStorageClient.for_settings(record["url"], rt.settings) as client:
+            if not data.get("remote_uploaded"):
+                problem = _staged_problem(rt, quote_id, data)
+                if problem:
+                    _fail_paid(rt, quote_id, Status.STAGED_FILE_MISSING, problem)
+                    return
+                # a re-delivery asks first: the service may have received the upload already
+                if client.get_status(quote_id) < Status.PAYMENT_QUEUED:
+                    base = private_base_url(rt.settings)
+                    files = [
+                        {
+                            "url": staged_file_url(base, quote_id, int(f["index"]), rt.sketch_key),
+                            "length": int(f["length"]),
+                            "sha256": f["sha256"],
+                            "content_type": "application/octet-stream",
+                        }
+                        for f in upload["files"]
+                    ]
+                    client.upload(quote_id, upload["nonce"], upload["signature"], files)
+                rt.jobs.update_data(quote_id, remote_uploaded=time.time())
+            status = client.get_status(quote_id)
+            if status == Status.DONE:
+                links = client.get_link(quote_id)
+                rt.jobs.update_data(quote_id, links=links)
+                rt.jobs.advance(quote_id, Status.DONE)
+                remove_staging(quote_dir(rt.settings, quote_id))
+                return
+    except RemoteError as exc:
+        if exc.status_code is not None and 400 <= exc.status_code < 500:
+            _fail_paid(rt, quote_id, Status.BACKEND_FAILED, f"storage refused the upload: {exc}")
+            return
+        log.warning("storage unreachable: %s", exc, extra={"quote_id": quote_id})
+        raise _poll(task, 2.0) from None
+    if 200 <= status < 300 or 401 <= status <= 499:
+        _fail_paid(rt, quote_id, Status.BACKEND_FAILED, f"storage reported status {status}")
+        return
+    raise _poll(task)
+
+
+# --- refunds ----------------------------------------------------------------------------------
+
+
+@app.task(name="refund_payment", bind=True, **RETRY)
+def refund_payment(self: Any, quote_id: str) -> None:
+    """Return the payment of a quote whose storing failed (write-ahead transferFrom treasury -> user)."""
+    rt = get_runtime()
+    job = _job(rt, quote_id)
+    if job is None or job["status"] != Status.REFUNDING:
+        return
+    data = job["data"]
+    if rt.jobs.count_attempt(quote_id, "refund") > MAX_ATTEMPTS["refund"]:
+        rt.jobs.advance(
+            quote_id, Status.REFUND_FAILED, "refund unresolved after many attempts: operator needed"
+        )
+        return
+    user, amount = data["userAddress"], int(data["tokenAmount"])
+    if amount == 0 or not (data.get("paid") or {}).get("tx_hash"):
+        rt.jobs.advance(quote_id, Status.REFUNDED, "nothing was charged")
+        remove_staging(quote_dir(rt.settings, quote_id))
+        return
+    pay = payments_for(rt, data)
+    tag = f"refund:{quote_id}"
+    try:
+        prepared = _send(
+            rt,
+            quote_id,
+            pay,
+            "refund_tx",
+            lambda: pay.prepare_refund(user, amount, tag=tag),
+            lambda: None,
+        )
+    except (TransferWouldRevertError, BroadcastError):
+        rt.jobs.advance(
+            quote_id, Status.REFUND_FAILED, "the refund cannot be sent: operator needed"
+        )
+        return
+    verdict = pay.verify_refund(prepared.tx_hash, user, amount, tag=tag)
+    if verdict.state is PaymentState.PAID:
+        rt.jobs.update_data(quote_id, refunded={"tx_hash": prepared.tx_hash, "at": time.time()})
+        failure = data.get("failure") or {}
+        cause = (
+            f"{failure.get('name', 'failure')}: {failure.get('reason', '')}; " if failure else ""
+        )
+        rt.jobs.advance(quote_id, Status.REFUNDED, f"{cause}refunded in {prepared.tx_hash}")
+        remove_staging(quote_dir(rt.settings, quote_id))
+        log.info("payment refunded", extra={"quote_id": quote_id, "event": prepared.tx_hash})
+    elif verdict.state in (PaymentState.REVERTED, PaymentState.WRONG_TRANSFER):
+        rt.jobs.advance(
+            quote_id, Status.REFUND_FAILED, f"refund {prepared.tx_hash}: {verdict.reason}"
+        )
+    else:
+        raise _poll(self)
+
+
+# --- sweeping and expiry -----------------------------------------------------------------------
+
+
+def redrive_paid_jobs(rt: Runtime, older_than: float = REDRIVE_AFTER_S) -> int:
+    """Re-enqueue paid jobs stuck in a non-final status >= 100 for ``older_than`` s; returns how many.
+
+    A job is re-driven at most once per ``older_than`` (a Redis marker), and duplicates are
+    harmless: every task re-reads the job and repeats no side effect.
+    """
+    count = 0
+    for job in rt.jobs.stuck(QUOTE_KIND, older_than=older_than):
+        status = int(job["status"])
+        task: Any
+        if 100 <= status < 200:
+            task = process_payment
+        elif 300 <= status < 400:
+            task = store_paid
+        elif status == Status.REFUNDING:
+            task = refund_payment
+        else:
+            continue
+        if not rt.redis.set(
+            f"occ:paid:redriven:{job['id']}", "1", nx=True, ex=max(1, int(older_than))
+        ):
+            continue
+        task.delay(job["id"])
+        count += 1
+    return count
+
+
+def _clean_staging(rt: Runtime, now: float) -> int:
+    """Remove abandoned attempt directories and staged files of quotes that are final or gone."""
+    root = quotes_dir(rt.settings)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.iterdir():
+        try:
+            if now - path.stat().st_mtime < STAGING_ORPHAN_AGE_S:
+                continue
+        except OSError:
+            continue
+        if not path.name.startswith(".attempt-"):
+            job = rt.jobs.get(path.name)
+            if job is not None and not Status(job["status"]).final:
+                continue
+        remove_staging(path)
+        removed += 1
+    return removed
+
+
+def expire_files(rt: Runtime, now: float | None = None) -> int:
+    """Delete paid files whose paid duration plus PAID_GRACE_PERIOD ran out by ``now``; returns how many.
+
+    Content stored again since without an expiry (a direct upload), or paid for longer by
+    another quote, is kept. Also removes staging left behind by abandoned or final quotes.
+    """
+    now = time.time() if now is None else now
+    grace = rt.settings.paid_grace_period
+    removed = 0
+    for raw in rt.redis.zrangebyscore(EXPIRY_KEY, "-inf", now - grace, start=0, num=1000):
+        file_hash = _text(raw)
+        try:
+            manifest = rt.store.manifest(file_hash)
+        except UnknownFileError:
+            rt.redis.zrem(EXPIRY_KEY, file_hash)
+            continue
+        if manifest.expires_at is None:
+            rt.redis.zrem(EXPIRY_KEY, file_hash)
+            continue
+        if float(manifest.expires_at) + grace > now:
+            rt.redis.zadd(EXPIRY_KEY, {file_hash: float(manifest.expires_at)})
+            continue
+        with contextlib.suppress(UnknownFileError):
+            storage_jobs.delete_file(file_hash)
+        rt.redis.zrem(EXPIRY_KEY, file_hash)
+        removed += 1
+        log.info("paid file expired", extra={"file_hash": file_hash, "task": "expire_paid_files"})
+    _clean_staging(rt, now)
+    return removed
+
+
+@app.task(name="expire_paid_files", **RETRY)
+def expire_paid_files() -> int:
+    """Delete paid files whose time ran out (celery beat, hourly); returns how many."""
+    return expire_files(get_runtime())
