@@ -10,6 +10,7 @@ from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.errors import register_error_handlers
+from api.limits import init_limiter
 from api.requests import StagingRequest
 from workers.jobs import STATUS_TABLE_MARKDOWN
 from workers.logs import configure_logging
@@ -61,14 +62,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     set_runtime(runtime)
     from workers.celery_app import app as celery_app
 
-    celery_app.conf.broker_url = (
-        settings.redis_url
-    )  # the same Redis as the settings, whatever the env
+    # The same Redis as the settings, whatever the environment said at import time; drop any
+    # broker connection pool made before (it would keep the old URL).
+    celery_app.conf.broker_url = settings.redis_url
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
     app.extensions["occ"] = runtime
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
 
     api = Api(app)
     register_error_handlers(app)
+    init_limiter(app, settings)
 
     from api.health.routes import blp as health_blp
     from api.jobs.routes import blp as jobs_blp

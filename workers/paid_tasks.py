@@ -1,4 +1,3 @@
-# mypy: disable-error-code="untyped-decorator"
 """Celery tasks of paid uploads: take the payment (write-ahead), store the files, refund on failure, expire.
 
 Each task takes a quote id, re-reads the job, skips it when its status is final or elsewhere,
@@ -472,8 +471,7 @@ def _store_occ(rt: Runtime, quote_id: str, data: dict[str, Any]) -> None:
 
 def private_base_url(settings: Settings) -> str:
     """The private API as microservices reach it (PRIVATE_BASE_URL, else 127.0.0.1:PRIVATE_PORT)."""
-    configured = str(getattr(settings, "private_base_url", "") or "")
-    return configured.rstrip("/") or f"http://127.0.0.1:{settings.private_port}"
+    return settings.private_base_url or f"http://127.0.0.1:{settings.private_port}"
 
 
 def _store_remote(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -> None:

@@ -84,6 +84,7 @@ class Settings:
     health_slo: float = 0.99
     scrub_budget_bytes: int = 64 * 1024**2
     public_base_url: str = ""
+    private_base_url: str = ""
     rate_limit: str = "600/minute"
     # Paid uploads (protocol.md)
     payment_config_file: Path | None = None
@@ -163,6 +164,7 @@ class Settings:
             health_slo=_float(e, "HEALTH_SLO", 0.99, 0.0, 1.0),
             scrub_budget_bytes=_int(e, "SCRUB_BUDGET_BYTES", 64 * 1024**2, 0),
             public_base_url=e.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
+            private_base_url=e.get("PRIVATE_BASE_URL", "").strip().rstrip("/"),
             rate_limit=e.get("RATE_LIMIT", "").strip() or "600/minute",
             payment_config_file=Path(pay_file) if pay_file else None,
             gateway_key_file=Path(gw_file) if gw_file else None,

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="untyped-decorator"
 """Paid-upload routes (protocol.md §1): thin views over workers/paid.py; POST /upload?quoteId: upload.py."""
 
 from __future__ import annotations

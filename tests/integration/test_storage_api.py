@@ -378,3 +378,15 @@ def test_no_temp_files_left_after_failed_uploads(stack: Stack) -> None:
     time.sleep(0.5)
     staging = stack.storage_dir / "staging"
     assert not [p for p in staging.rglob("*") if p.is_file()]
+
+
+def test_rate_limit_is_shared_by_workers_and_per_client(stack: Stack) -> None:
+    stack.env["RATE_LIMIT"] = "10/minute"
+    port = free_port()
+    stack.start_gunicorn(port, workers=2)  # the counter lives in Redis: both workers share it
+    base = f"http://127.0.0.1:{port}"
+    codes = [requests.get(f"{base}/files", timeout=5).status_code for _ in range(15)]
+    assert codes.count(200) == 10 and codes.count(429) == 5, codes  # per route, across both workers
+    limited = requests.get(f"{base}/files", timeout=5)
+    assert_error_shape(limited, 429)
+    assert limited.headers.get("Retry-After")
