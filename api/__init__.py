@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -76,16 +75,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from api.health.routes import blp as health_blp
     from api.jobs.routes import blp as jobs_blp
+    from api.paid.routes import blp as paid_blp
     from api.storage.routes import blp as storage_blp
 
-    for blp in (health_blp, storage_blp, jobs_blp):
+    for blp in (health_blp, storage_blp, jobs_blp, paid_blp):
         api.register_blueprint(blp)
-    try:
-        from api.paid.routes import blp as paid_blp
-    except ImportError:  # pragma: no cover - paid routes are optional during development
-        logging.getLogger(__name__).info("paid routes not available")
-    else:
-        api.register_blueprint(paid_blp)
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
     )

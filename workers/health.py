@@ -18,6 +18,7 @@ log = logging.getLogger("workers.health")
 MERGED_KEY = "occ:sketch:merged"
 NODES_KEY = "occ:sketch:nodes"  # exact per-node figures of the same pass
 HEALTH_KEY = "occ:health:last"
+REPAIR_SCHEDULED_KEY = "occ:health:repair_scheduled"  # set by check_health, cleared by repair_all
 MAX_AGE_S = 10.0  # /status recomputes when the cached sketch is older than this
 
 
@@ -130,4 +131,5 @@ def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
         "files_stored": rt.store.count_files(),
         "sketch": {"n_prime": merged.n_prime, "tau": merged.tau, "updated_at": meta["updated_at"]},
         "last_health_check": json.loads(last) if last else None,
+        "repair_sweep_scheduled": bool(rt.redis.exists(REPAIR_SCHEDULED_KEY)),
     }

@@ -12,6 +12,7 @@ import redis
 
 from occ_storage.errors import NodeError, UnknownFileError
 from workers.celery_app import app
+from workers.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
 from workers.jobs import Status
 from workers.runtime import get_runtime
 from workers.storage_jobs import file_lock
@@ -103,7 +104,7 @@ def repair_all() -> int:
         repair_file.run(file_hash)
         if i % 100 == 0:
             log.info("repair sweep progress %d/%d", i, len(hashes), extra={"task": "repair_all"})
-    rt.redis.delete("occ:health:repair_scheduled")
+    rt.redis.delete(REPAIR_SCHEDULED_KEY)
     return len(hashes)
 
 
@@ -133,20 +134,16 @@ def rebuild_index() -> int:
 @app.task(name="refresh_sketches", **RETRY)
 def refresh_sketches() -> None:
     """Recompute node sketches and the securely aggregated merged sketch; cache it in Redis."""
-    from workers.health import refresh_merged_sketch
-
     refresh_merged_sketch(get_runtime())
 
 
 @app.task(name="check_health", **RETRY)
 def check_health() -> dict[str, Any]:
     """Read the merged-sketch report; schedule a repair sweep when the SLO is missed at 95% confidence."""
-    from workers.health import health_check
-
     rt = get_runtime()
     verdict = health_check(rt)
     if verdict.get("repair_recommended") and rt.redis.set(
-        "occ:health:repair_scheduled", str(time.time()), nx=True, ex=3600
+        REPAIR_SCHEDULED_KEY, str(time.time()), nx=True, ex=3600
     ):
         log.warning(
             "replication SLO missed: repair sweep scheduled", extra={"task": "check_health"}
@@ -164,12 +161,9 @@ def sweep_jobs() -> int:
         for job in rt.jobs.stuck(kind, older_than=900):
             task.delay(job["id"])
             redriven += 1
-    try:
-        from workers.paid_tasks import redrive_paid_jobs
-    except ImportError:
-        pass
-    else:
-        redriven += redrive_paid_jobs(rt)
+    from workers.paid_tasks import redrive_paid_jobs
+
+    redriven += redrive_paid_jobs(rt)
     if redriven:
         log.info("re-drove %d stuck jobs", redriven, extra={"task": "sweep_jobs"})
     return redriven

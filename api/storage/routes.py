@@ -15,6 +15,7 @@ from flask_smorest import Blueprint
 from api.auth import require_api_key
 from api.deps import runtime
 from api.errors import ApiError
+from api.paid.upload import paid_upload
 from api.storage.schemas import (
     FilesQuerySchema,
     FilesSchema,
@@ -117,8 +118,6 @@ class Upload(MethodView):
         With `?quoteId=...&nonce=...&signature=...` this is the paid upload of protocol.md.
         """
         if "quoteId" in request.args:
-            from api.paid.upload import paid_upload
-
             return paid_upload()
         require_api_key()
         form = load(UploadFormSchema(), request.form)

@@ -200,7 +200,10 @@ def test_worker_killed_mid_replication_still_reaches_r(stack: Stack) -> None:
         body = upload(base, payload(70 + attempt, 1000 * CHUNK)).json()
         job_url = f"{base}/jobs/{body['job_id']}"
         wait_for(
-            lambda u=job_url: requests.get(u, timeout=5).json()["status"] >= 301, 60, "started", 0.02
+            lambda u=job_url: requests.get(u, timeout=5).json()["status"] >= 301,
+            60,
+            "started",
+            0.02,
         )
         if requests.get(job_url, timeout=5).json()["status"] == 301:
             for child in pool_children(worker.pid):
@@ -390,3 +393,30 @@ def test_rate_limit_is_shared_by_workers_and_per_client(stack: Stack) -> None:
     limited = requests.get(f"{base}/files", timeout=5)
     assert_error_shape(limited, 429)
     assert limited.headers.get("Retry-After")
+
+
+def test_health_check_schedules_a_repair_sweep_when_the_slo_is_missed(
+    gateway: str, stack: Stack
+) -> None:
+    body = upload(gateway, payload(21, 300 * CHUNK)).json()
+    wait_job(gateway, body["job_id"])
+    before = requests.get(f"{gateway}/status?refresh=true", timeout=30).json()
+    assert before["replication"]["slo"]["met"] == "yes"
+    for node in ("node_000", "node_003"):
+        shutil.rmtree(stack.storage_dir / node)
+    from workers.celery_app import app as celery_app
+
+    celery_app.conf.broker_url = stack.env["REDIS_URL"]
+    celery_app._pool = None
+    celery_app.send_task("check_health")
+
+    def repaired() -> bool:
+        rep = requests.get(f"{gateway}/verify/{body['file_hash']}", timeout=30).json()
+        return bool(rep["replication"]["min"] == 3)
+
+    wait_for(repaired, 120, "repair sweep")
+    status = requests.get(f"{gateway}/status?refresh=true", timeout=30).json()
+    assert status["last_health_check"]["repair_recommended"] is True
+    assert status["last_health_check"]["slo"]["met"] == "no"
+    assert status["replication"]["slo"]["met"] == "yes"  # after the sweep
+    assert "replication SLO missed" in stack.log_text()
