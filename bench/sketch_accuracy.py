@@ -65,7 +65,9 @@ def summarise(rows: list[CellResult]) -> dict[str, float | int | str]:
     worst_cov = min(counted, key=lambda r: min(r.cover_u, r.cover_w))
     worst_nl = max(counted, key=lambda r: r.nl_ratio)
     rms = math.sqrt(sum(x * x for x in ratios) / len(ratios))
-    pooled = sum(r.reps * (r.cover_u + r.cover_w) for r in counted) / sum(2 * r.reps for r in counted)
+    pooled = sum(r.reps * (r.cover_u + r.cover_w) for r in counted) / sum(
+        2 * r.reps for r in counted
+    )
     return {
         "cells": len(rows),
         "counted": len(counted),
@@ -157,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     methods = tuple(args.methods.split(","))
     # the biggest cells first so the two workers finish together
     tasks = sorted(
-        ((n, lam, p, args.reps, args.seed, methods) for n in n_primes for lam in loads for p in profiles),
+        (
+            (n, lam, p, args.reps, args.seed, methods)
+            for n in n_primes
+            for lam in loads
+            for p in profiles
+        ),
         key=lambda t: -t[0] * (1 + t[1]),
     )
     t0 = time.perf_counter()

@@ -24,7 +24,9 @@ from occ_storage.health import health_report  # noqa: E402
 from occ_storage.sketches import MergedSketch, NodeSketch, key_id_of, register_ids  # noqa: E402
 
 
-def _median_ms(fn: Callable[[], object], runs: int, setup: Callable[[], None] | None = None) -> float:
+def _median_ms(
+    fn: Callable[[], object], runs: int, setup: Callable[[], None] | None = None
+) -> float:
     fn()  # warm-up
     times = []
     for _ in range(runs):
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 2. merge of 100 nodes x 10^5 registers
-    nodes = [NodeSketch(kid, n_prime, rng.integers(0, 4, size=n_prime).astype(np.uint16)) for _ in range(100)]
+    nodes = [
+        NodeSketch(kid, n_prime, rng.integers(0, 4, size=n_prime).astype(np.uint16))
+        for _ in range(100)
+    ]
     rows.append(
         (
             "merge: 100 nodes x 10^5 registers (uint32 sum, censor at tau)",
@@ -109,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         est.at_least(3)
         est.fraction_at_least(3)
 
-    rows.append(("plug-in estimators with 95% intervals (tau = 16)", _median_ms(plugin_all, runs), 20.0))
+    rows.append(
+        ("plug-in estimators with 95% intervals (tau = 16)", _median_ms(plugin_all, runs), 20.0)
+    )
     rows.append(("constrained MLE with intervals (tau = 16)", _median_ms(mle_all, runs), 200.0))
     regs_mixed = rng.integers(0, n_prime, size=mixed.size)
     merged_mixed = MergedSketch.from_sum(
@@ -127,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ids = [bytes(rng.integers(0, 256, size=32, dtype=np.uint8)) for _ in range(100_000)]
     ingest_ms = _median_ms(lambda: register_ids(ids, key, n_prime), max(3, runs // 5))
-    rows.append(("register_ids at ingest, 10^5 chunk ids (once per chunk)", ingest_ms, float("nan")))
+    rows.append(
+        ("register_ids at ingest, 10^5 chunk ids (once per chunk)", ingest_ms, float("nan"))
+    )
 
     lines = [
         "## Sketch speed (`bench/sketch_speed.py`)",

@@ -52,7 +52,9 @@ class GeneratedStream(io.RawIOBase):
         off = int(self.offsets[b])
         self.block[:] = self.pool[off : off + BLOCK]
         words = self.block.view(np.uint64)
-        words[:: PAGE // 8] = np.arange(b * (BLOCK // PAGE), (b + 1) * (BLOCK // PAGE), dtype=np.uint64)
+        words[:: PAGE // 8] = np.arange(
+            b * (BLOCK // PAGE), (b + 1) * (BLOCK // PAGE), dtype=np.uint64
+        )
         self.block_no = b
 
     def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
@@ -107,21 +109,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--r", type=int, default=3)
-    ap.add_argument("--dir", type=Path, default=None, help="parent of the temp dir (default: $TMPDIR)")
+    ap.add_argument(
+        "--dir", type=Path, default=None, help="parent of the temp dir (default: $TMPDIR)"
+    )
     ap.add_argument("--chunk-size", type=int, default=262144)
     ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--sync", choices=["auto", "fsync", "syncfs"], default="auto", help="LocalDirNode sync")
+    ap.add_argument(
+        "--sync", choices=["auto", "fsync", "syncfs"], default="auto", help="LocalDirNode sync"
+    )
     args = ap.parse_args(argv)
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="occ-bench-store-", dir=args.dir))
-    print(f"bench/store.py: {args.size_mib} MiB, {args.nodes} nodes, r={args.r}, dir {base}", flush=True)
+    print(
+        f"bench/store.py: {args.size_mib} MiB, {args.nodes} nodes, r={args.r}, dir {base}",
+        flush=True,
+    )
     try:
         print("measuring SHA-256 ...", flush=True)
         sha = sha256_mb_s()
         print("measuring raw write + fdatasync ...", flush=True)
         raw = raw_write_mb_s(base / "raw.bin", size)
         nodes = [
-            LocalDirNode(base / f"node_{i:03d}", f"node_{i:03d}", sync=args.sync) for i in range(args.nodes)
+            LocalDirNode(base / f"node_{i:03d}", f"node_{i:03d}", sync=args.sync)
+            for i in range(args.nodes)
         ]
         with ChunkStore(nodes, chunk_size=args.chunk_size) as store:
             print(f"put ... (node sync mode: {nodes[0].sync})", flush=True)

@@ -281,7 +281,9 @@ class ProfileEstimate:
         a[count - 1] = 1.0
         return self._linear(a, confidence)
 
-    def _ratio(self, num: F64, den: F64, confidence: float, lo_clip: float, hi_clip: float) -> Interval:
+    def _ratio(
+        self, num: F64, den: F64, confidence: float, lo_clip: float, hi_clip: float
+    ) -> Interval:
         n_num, n_den = float(num @ self.n_hat), float(den @ self.n_hat)
         if n_den <= 0:
             return Interval(float("nan"), float("nan"), lo_clip, hi_clip, confidence)
@@ -524,7 +526,9 @@ def _simulate_levels(
         s = np.bincount(regs.ravel(), weights=np.tile(replicas, b), minlength=b * n_prime)
         s = np.minimum(s.reshape(b, n_prime), tau).astype(np.int64)
         offs = (np.arange(b, dtype=np.int64) * (tau + 1))[:, None]
-        out[start : start + b] = np.bincount((s + offs).ravel(), minlength=b * (tau + 1)).reshape(b, tau + 1)
+        out[start : start + b] = np.bincount((s + offs).ravel(), minlength=b * (tau + 1)).reshape(
+            b, tau + 1
+        )
     return out
 
 
@@ -552,7 +556,9 @@ def bootstrap_profile(
     err = boot_hat - boot_true
     cov = np.cov(err, rowvar=False) if err.shape[0] > 1 else np.zeros((tau, tau))
     del boot_cov
-    return ProfileEstimate(n_prime, tau, z, base.n_hat, np.atleast_2d(cov), "bootstrap", boot_hat, boot_true)
+    return ProfileEstimate(
+        n_prime, tau, z, base.n_hat, np.atleast_2d(cov), "bootstrap", boot_hat, boot_true
+    )
 
 
 def estimate_profile(

@@ -135,7 +135,9 @@ def health_report(
     if not 0.0 <= slo_fraction <= 1.0:
         raise ValueError("slo_fraction must be in [0, 1]")
     levels = merged.level_counts()
-    est: ProfileEstimate = estimate_profile(levels, method, rng=rng, max_replication=max_replication)
+    est: ProfileEstimate = estimate_profile(
+        levels, method, rng=rng, max_replication=max_replication
+    )
     tau = merged.tau
     union = est.union()
     empty = union.estimate <= 0.0

@@ -75,7 +75,11 @@ class Manifest:
     def to_json(self) -> bytes:
         """Return stable JSON (sorted keys, compact, ASCII: any name, even a lone surrogate, encodes)."""
         return json.dumps(
-            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+            self.to_dict(),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+            allow_nan=False,
         ).encode("utf-8")
 
     @classmethod
@@ -207,7 +211,9 @@ class MemoryIndex:
                 self._unlink(old)
             self._files[manifest.file_hash] = manifest
             for cid in manifest.chunk_ids():
-                self._chunk_refs.setdefault(cid, {})[manifest.file_hash] = manifest.replication_factor
+                self._chunk_refs.setdefault(cid, {})[manifest.file_hash] = (
+                    manifest.replication_factor
+                )
 
     def delete(self, file_hash: str) -> None:
         with self._lock:

@@ -276,7 +276,9 @@ class LocalDirNode:
                 renamed.append(tmp)
                 to_sync.add(os.path.dirname(final))
             if self._syncfs is not None and pending:
-                fd = os.open(os.path.dirname(pending[0][2]), os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+                fd = os.open(
+                    os.path.dirname(pending[0][2]), os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+                )
                 try:
                     self._syncfs(fd)
                 finally:
@@ -389,7 +391,9 @@ class LocalDirNode:
     def list_manifests(self) -> Iterator[str]:
         for entry in self._walk(self._manifests, 1):
             name = entry.name
-            if name.endswith(_MANIFEST_SUFFIX) and HASH_RE.fullmatch(name[: -len(_MANIFEST_SUFFIX)]):
+            if name.endswith(_MANIFEST_SUFFIX) and HASH_RE.fullmatch(
+                name[: -len(_MANIFEST_SUFFIX)]
+            ):
                 yield name[: -len(_MANIFEST_SUFFIX)]
 
     def _entries(self) -> Iterator[os.DirEntry[str]]:

@@ -50,7 +50,9 @@ def _check(n_items: int, sizes: Sequence[int]) -> list[int]:
 def _hypergeom_matrix(n_items: int, draws: int, marked: F64) -> F64:
     """P(k of `draws` items fall in the marked set | |marked| = u) for each u (rows) and k."""
     k = np.arange(draws + 1)
-    return np.asarray(stats.hypergeom.pmf(k[None, :], n_items, marked[:, None], draws), dtype=np.float64)
+    return np.asarray(
+        stats.hypergeom.pmf(k[None, :], n_items, marked[:, None], draws), dtype=np.float64
+    )
 
 
 def union_pmf(n_items: int, shard_sizes: Sequence[int]) -> F64:
@@ -122,7 +124,9 @@ def poisson_binomial_pmf(probs: Sequence[float]) -> F64:
     return pmf
 
 
-def at_least_pmf_moments(n_items: int, shard_sizes: Sequence[int], threshold: int) -> tuple[float, float]:
+def at_least_pmf_moments(
+    n_items: int, shard_sizes: Sequence[int], threshold: int
+) -> tuple[float, float]:
     """Mean and variance of W_{>=T}, the items held by at least T parties (occ-storage.md §4).
 
     E W = N P(K >= T), K Poisson-binomial(α). Var W = N p + N(N-1) P2 - N^2 p^2 with P2 the
@@ -161,7 +165,9 @@ def at_least_pmf_moments(n_items: int, shard_sizes: Sequence[int], threshold: in
     return _count_moments(n, p, p2)
 
 
-def prob_at_least_target(n_items: int, shard_sizes: Sequence[int], threshold: int, target: int) -> float:
+def prob_at_least_target(
+    n_items: int, shard_sizes: Sequence[int], threshold: int, target: int
+) -> float:
     """P(W_{>=T} >= target). Exact for the union (T = 1) and the intersection (T = m) when
     N <= EXACT_LIMIT; otherwise Normal with the exact moments and a continuity correction."""
     sizes = _check(n_items, shard_sizes)

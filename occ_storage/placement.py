@@ -37,7 +37,9 @@ def node_pairs(nodes: NodeSpec) -> list[tuple[str, float]]:
         if not isinstance(node_id, str) or not node_id:
             raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
         if not math.isfinite(weight) or weight < 0:
-            raise InvalidNodeError(f"node {node_id!r}: weight must be finite and >= 0, got {weight}")
+            raise InvalidNodeError(
+                f"node {node_id!r}: weight must be finite and >= 0, got {weight}"
+            )
         pairs.append((node_id, weight))
     if len({p[0] for p in pairs}) != len(pairs):
         raise InvalidNodeError("duplicate node ids")
@@ -69,7 +71,9 @@ def rank_nodes(chunk_id: str, nodes: NodeSpec) -> list[str]:
 def check_replication(r: object, n_nodes: int) -> int:
     """Return `r` if it is an int in 1..n_nodes, else raise InvalidReplicationError."""
     if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= n_nodes:
-        raise InvalidReplicationError(f"replication factor must be an int in 1..{n_nodes}, got {r!r}")
+        raise InvalidReplicationError(
+            f"replication factor must be an int in 1..{n_nodes}, got {r!r}"
+        )
     return r
 
 

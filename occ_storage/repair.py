@@ -132,7 +132,9 @@ def _group(items: Iterable[Copy] | Iterable[Removal]) -> dict[str, list[Any]]:
     return groups
 
 
-def execute_plan(plan: RepairPlan, nodes: Sequence[NodeBackend] | Mapping[str, NodeBackend]) -> RepairResult:
+def execute_plan(
+    plan: RepairPlan, nodes: Sequence[NodeBackend] | Mapping[str, NodeBackend]
+) -> RepairResult:
     """Carry out `plan` idempotently and return what was done.
 
     Copies come only from a source whose replica verifies (the next source is tried when one

@@ -85,7 +85,8 @@ def register_ids(chunk_ids: Iterable[str | bytes], key: bytes, n_prime: int) -> 
     k = bytes(key)
     blake = hashlib.blake2b
     digests = b"".join(
-        blake(_chunk_bytes(c), key=k, digest_size=8, person=b"occ-register").digest() for c in chunk_ids
+        blake(_chunk_bytes(c), key=k, digest_size=8, person=b"occ-register").digest()
+        for c in chunk_ids
     )
     prf = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
     return _multiply_shift(prf, int(n_prime))
@@ -289,7 +290,9 @@ class MergedSketch:
         """Serialise: header (key id, N', tau, width) + little-endian censored counts."""
         dt = _bytes_dtype(self.tau)
         width = np.dtype(dt).itemsize
-        header = _MERGED_HEADER.pack(_MERGED_MAGIC, _VERSION, self.key_id, self.n_prime, self.tau, width)
+        header = _MERGED_HEADER.pack(
+            _MERGED_MAGIC, _VERSION, self.key_id, self.n_prime, self.tau, width
+        )
         return header + self.counts.astype(dt).tobytes()
 
     @classmethod
@@ -311,8 +314,8 @@ class MergedSketch:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MergedSketch):
             return NotImplemented
-        return ((self.key_id, self.n_prime, self.tau) == (other.key_id, other.n_prime, other.tau)) and bool(
-            np.array_equal(self.counts, other.counts)
-        )
+        return (
+            (self.key_id, self.n_prime, self.tau) == (other.key_id, other.n_prime, other.tau)
+        ) and bool(np.array_equal(self.counts, other.counts))
 
     __hash__ = None  # type: ignore[assignment]

@@ -405,7 +405,9 @@ class ChunkStore:
                 return False
 
         written = [
-            nid for nid, ok in zip(order[:r], self._executor().map(write, order[:r]), strict=False) if ok
+            nid
+            for nid, ok in zip(order[:r], self._executor().map(write, order[:r]), strict=False)
+            if ok
         ]
         for nid in order[r:]:
             if len(written) >= r:
@@ -487,7 +489,9 @@ class ChunkStore:
             raise InvalidRangeError(f"range [{start}, {stop}) outside file of {m.size} bytes")
         return self._read_iter(m, start, stop, on_bad_replica)
 
-    def _fetch(self, cid: str, preferred: tuple[str, ...]) -> tuple[bytes | None, list[tuple[str, str]]]:
+    def _fetch(
+        self, cid: str, preferred: tuple[str, ...]
+    ) -> tuple[bytes | None, list[tuple[str, str]]]:
         bad: list[tuple[str, str]] = []
         tried: set[str] = set()
         candidates: Iterator[str] = iter(preferred)
@@ -661,7 +665,11 @@ class ChunkStore:
         rewrites missing or stale manifest copies. Idempotent.
         """
         m = self.manifest(file_hash)
-        base = m.replication_factor if replication_factor is None else self._check_r(replication_factor)
+        base = (
+            m.replication_factor
+            if replication_factor is None
+            else self._check_r(replication_factor)
+        )
         ids = m.chunk_ids()
         result = self._repair_chunks(ids, self._targets(ids, base))
         manifests = RepairResult(lost=result.lost, failed=result.failed)
@@ -820,7 +828,11 @@ class ChunkStore:
         for node in self.nodes:
             try:
                 chunks = sum(1 for _ in node.list_chunks())
-                out.append(NodeStats(node.node_id, node.weight, chunks, node.used_bytes(), node.free_bytes()))
+                out.append(
+                    NodeStats(
+                        node.node_id, node.weight, chunks, node.used_bytes(), node.free_bytes()
+                    )
+                )
             except NodeError as exc:
                 out.append(NodeStats(node.node_id, node.weight, 0, 0, 0, str(exc)))
         return out

@@ -57,7 +57,9 @@ class DevchainError(RuntimeError):
 def dev_account(index: int) -> LocalAccount:
     """Return anvil's default-mnemonic account number ``index`` (public test keys)."""
     Account.enable_unaudited_hdwallet_features()
-    account: LocalAccount = Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(
+        DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
+    )
     return account
 
 
@@ -189,7 +191,9 @@ def stop_anvil(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
-def send_transaction(w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce: int | None = None) -> bytes:
+def send_transaction(
+    w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce: int | None = None
+) -> bytes:
     """Sign ``tx`` locally with ``account`` (fees and gas filled in), send it, return its hash.
 
     ``nonce`` defaults to the account's pending transaction count.
@@ -207,7 +211,9 @@ def send_transaction(w3: Web3, account: LocalAccount, tx: dict[str, Any], nonce:
 def _wait_ok(w3: Web3, tx_hashes: Sequence[bytes], what: str) -> list[Any]:
     receipts = []
     for tx_hash in tx_hashes:
-        receipt = w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=60, poll_latency=0.05)
+        receipt = w3.eth.wait_for_transaction_receipt(
+            HexBytes(tx_hash), timeout=60, poll_latency=0.05
+        )
         if receipt["status"] != 1:
             raise DevchainError(f"{what} reverted: 0x{tx_hash.hex()}")
         receipts.append(receipt)

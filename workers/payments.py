@@ -416,12 +416,16 @@ class TokenPayments:
                 if "already known" in message or "already imported" in message:
                     return BroadcastResult.KNOWN
                 if "nonce too low" in message or "nonce is too low" in message:
-                    mined = self.w3.eth.get_transaction_count(normalize_address(prepared.sender), "latest")
+                    mined = self.w3.eth.get_transaction_count(
+                        normalize_address(prepared.sender), "latest"
+                    )
                     if mined > prepared.nonce and not self._tx_known(prepared.tx_hash):
                         return BroadcastResult.DROPPED
                     raise NonceConflictError("the account nonce is in use") from exc
                 if "underpriced" in message or "replacement" in message:
-                    raise NonceConflictError("another transaction with this nonce is pending") from exc
+                    raise NonceConflictError(
+                        "another transaction with this nonce is pending"
+                    ) from exc
                 raise BroadcastError("the node rejected the transaction") from exc
 
     def _tx_known(self, tx_hash: str) -> bool:
@@ -504,7 +508,10 @@ class TokenPayments:
         if int(receipt["status"]) != 1:
             state, reason = PaymentState.REVERTED, "transaction reverted"
         elif not tag_ok:
-            state, reason = PaymentState.WRONG_TRANSFER, "transaction is not tagged for this payment"
+            state, reason = (
+                PaymentState.WRONG_TRANSFER,
+                "transaction is not tagged for this payment",
+            )
         elif self._has_transfer(receipt["logs"], payer_b, recipient_b, int(amount)):
             state, reason = PaymentState.PAID, "transfer confirmed"
         else:

@@ -84,7 +84,9 @@ def _chain_id(value: object, field: str) -> int:
 
 def _token(title: object, value: object, field: str) -> dict[str, str]:
     if not isinstance(title, str) or not 0 < len(title) <= MAX_TITLE_LENGTH:
-        raise InvalidRecordError(field, f"token title must be a string of 1 to {MAX_TITLE_LENGTH} characters")
+        raise InvalidRecordError(
+            field, f"token title must be a string of 1 to {MAX_TITLE_LENGTH} characters"
+        )
     if not isinstance(value, str) or ADDRESS_RE.fullmatch(value) is None:
         raise InvalidRecordError(field, "token address must be 0x followed by 40 hex characters")
     return {"title": title, "value": value}
@@ -105,7 +107,9 @@ def normalize_tokens(tokens: object, field: str = "acceptedTokens") -> list[dict
                 raise InvalidRecordError(field, "each token must be an object {title, value}")
             items.append(_token(entry.get("title"), entry.get("value"), field))
     else:
-        raise InvalidRecordError(field, "must be a list of {title, value} or an object {SYMBOL: address}")
+        raise InvalidRecordError(
+            field, "must be a list of {title, value} or an object {SYMBOL: address}"
+        )
     if not 0 < len(items) <= MAX_TOKENS:
         raise InvalidRecordError(field, f"must list 1 to {MAX_TOKENS} tokens")
     return items
@@ -118,7 +122,9 @@ def normalize_payment(payment: object, field: str = "payment") -> list[dict[str,
     {title, value} or an object {SYMBOL: address}. Raises InvalidRecordError naming ``field``.
     """
     if not isinstance(payment, list) or not 0 < len(payment) <= MAX_PAYMENT_METHODS:
-        raise InvalidRecordError(field, f"must be a list of 1 to {MAX_PAYMENT_METHODS} payment methods")
+        raise InvalidRecordError(
+            field, f"must be a list of 1 to {MAX_PAYMENT_METHODS} payment methods"
+        )
     methods: list[dict[str, Any]] = []
     for i, method in enumerate(payment):
         where = f"{field}[{i}]"
@@ -127,7 +133,9 @@ def normalize_payment(payment: object, field: str = "payment") -> list[dict[str,
         methods.append(
             {
                 "chainId": _chain_id(method.get("chainId"), f"{where}.chainId"),
-                "acceptedTokens": normalize_tokens(method.get("acceptedTokens"), f"{where}.acceptedTokens"),
+                "acceptedTokens": normalize_tokens(
+                    method.get("acceptedTokens"), f"{where}.acceptedTokens"
+                ),
             }
         )
     return methods
@@ -181,7 +189,12 @@ class Registry:
         storage_type = stored["type"]
         expires_at = time.time() + self.ttl_s
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.key(storage_type), json.dumps(stored, separators=(",", ":")), ex=self.ttl_s, get=True)
+        pipe.set(
+            self.key(storage_type),
+            json.dumps(stored, separators=(",", ":")),
+            ex=self.ttl_s,
+            get=True,
+        )
         pipe.zadd(INDEX_KEY, {storage_type: expires_at})
         previous, _ = pipe.execute()
         if previous is not None:
@@ -189,7 +202,11 @@ class Registry:
                 old_signer = json.loads(previous).get("signer")
             except (ValueError, AttributeError):
                 old_signer = None
-            if old_signer and stored["signer"] and old_signer.lower() != str(stored["signer"]).lower():
+            if (
+                old_signer
+                and stored["signer"]
+                and old_signer.lower() != str(stored["signer"]).lower()
+            ):
                 log.warning("storage %s re-registered by a different signer", storage_type)
         return previous is None
 
@@ -202,7 +219,8 @@ class Registry:
     def list(self) -> list[dict[str, Any]]:
         """Return every live record, sorted by type (expired ones have vanished by TTL)."""
         types = sorted(
-            m.decode() if isinstance(m, bytes) else str(m) for m in self.redis.zrange(INDEX_KEY, 0, -1)
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in self.redis.zrange(INDEX_KEY, 0, -1)
         )
         if not types:
             return []

@@ -296,7 +296,11 @@ class RemoteStorageClient:
             raise RemoteError("storage service quoted another chain")
         if _is_address(asked_token) and str(asked_token).lower() != str(token).lower():
             raise RemoteError("storage service quoted another token")
-        quote_answer: dict[str, Any] = {"tokenAmount": amount, "chainId": chain_id, "tokenAddress": token}
+        quote_answer: dict[str, Any] = {
+            "tokenAmount": amount,
+            "chainId": chain_id,
+            "tokenAddress": token,
+        }
         approve = answer.get("approveAddress")
         if approve is not None:
             if not _is_address(approve):
@@ -304,7 +308,9 @@ class RemoteStorageClient:
             quote_answer["approveAddress"] = approve
         return quote_answer
 
-    def upload(self, quote_id: str, nonce: str, signature: str, files: Sequence[Mapping[str, Any]]) -> None:
+    def upload(
+        self, quote_id: str, nonce: str, signature: str, files: Sequence[Mapping[str, Any]]
+    ) -> None:
         """POST {url}/upload {quoteId, nonce, signature, files:[{url, length, sha256, content_type}]}.
 
         Returns None once the microservice answered 2xx (it then fetches the files itself).
@@ -321,7 +327,9 @@ class RemoteStorageClient:
                 or not isinstance(sha, str)
                 or SHA256_RE.fullmatch(sha) is None
             ):
-                raise ValueError("each file needs url, length >= 0 and a lowercase sha256 hex digest")
+                raise ValueError(
+                    "each file needs url, length >= 0 and a lowercase sha256 hex digest"
+                )
             wire_files.append(
                 {
                     "url": f["url"],
@@ -356,12 +364,18 @@ class RemoteStorageClient:
             if obj["type"] == "arweave":
                 tx = obj.get("transactionHash")
                 if not isinstance(tx, str) or not tx:
-                    raise RemoteError("storage service sent an Arweave link without transactionHash")
+                    raise RemoteError(
+                        "storage service sent an Arweave link without transactionHash"
+                    )
                 if obj.setdefault("transactionId", tx) != tx:
                     raise RemoteError("storage service sent an inconsistent Arweave link")
             elif obj["type"] == "filecoin":
                 deals = obj.get("dealIDs", [])
-                if not isinstance(obj.get("CID"), str) or not obj["CID"] or not isinstance(deals, list):
+                if (
+                    not isinstance(obj.get("CID"), str)
+                    or not obj["CID"]
+                    or not isinstance(deals, list)
+                ):
                     raise RemoteError("storage service sent a malformed Filecoin link")
             links.append(obj)
         return links
@@ -398,9 +412,13 @@ class RemoteStorageClient:
             raise RemoteError("storage service is unreachable") from None
         with resp:
             if 300 <= resp.status_code < 400:
-                raise RemoteError("storage service answered with a redirect (not followed)", resp.status_code)
+                raise RemoteError(
+                    "storage service answered with a redirect (not followed)", resp.status_code
+                )
             if not 200 <= resp.status_code < 300:
-                raise RemoteError(f"storage service answered HTTP {resp.status_code}", resp.status_code)
+                raise RemoteError(
+                    f"storage service answered HTTP {resp.status_code}", resp.status_code
+                )
             raw = self._read_capped(resp, deadline)
         if not want_json:
             return None
@@ -466,7 +484,9 @@ def staged_token(quote_id: str, index: int, key: bytes | None = None) -> str:
 
     ``key`` is the runtime's secret (default: get_runtime().sketch_key).
     """
-    return hmac.new(staged_key(key), f"{quote_id}:{int(index)}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        staged_key(key), f"{quote_id}:{int(index)}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def check_staged_token(quote_id: str, index: int, token: str, key: bytes | None = None) -> bool:

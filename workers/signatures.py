@@ -208,7 +208,11 @@ def verify_record(
     if not isinstance(signature, str):
         raise SignatureError("record is not signed")
     timestamp = record.get(RECORD_TIMESTAMP_FIELD)
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not math.isfinite(timestamp):
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int | float)
+        or not math.isfinite(timestamp)
+    ):
         raise SignatureError("record timestamp must be a number of seconds")
     if abs(now - timestamp) > max_skew_s:
         raise SignatureError(f"record timestamp is more than {int(max_skew_s)} s from now")

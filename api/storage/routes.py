@@ -109,7 +109,9 @@ class Upload(MethodView):
     @blp.alt_response(401, description="API key required (when API_KEYS is set)")
     @blp.alt_response(403, description="Paid upload: signature is not the quote owner's")
     @blp.alt_response(404, description="Paid upload: no such quote")
-    @blp.alt_response(409, description="Paid upload: nonce not above the last one, or quote already used")
+    @blp.alt_response(
+        409, description="Paid upload: nonce not above the last one, or quote already used"
+    )
     @blp.alt_response(413, description="Body larger than MAX_UPLOAD_SIZE")
     @blp.alt_response(503, description="State store (Redis) or a storage node unavailable")
     def post(self) -> Any:

@@ -143,9 +143,12 @@ def test_tags_make_same_user_and_amount_distinct(anvil: ChainEnv) -> None:
     user = anvil.account(3)
     _approve(anvil, 3, AMOUNT)
     nonce = pay.next_nonce()
-    plain = [pay.prepare_payment(user.address, AMOUNT, nonce=nonce, gas=FORCED_GAS) for _ in range(2)]
+    plain = [
+        pay.prepare_payment(user.address, AMOUNT, nonce=nonce, gas=FORCED_GAS) for _ in range(2)
+    ]
     tagged = [
-        pay.prepare_payment(user.address, AMOUNT, nonce=nonce, gas=FORCED_GAS, tag=t) for t in ("1", "2")
+        pay.prepare_payment(user.address, AMOUNT, nonce=nonce, gas=FORCED_GAS, tag=t)
+        for t in ("1", "2")
     ]
     # deterministic signing: without a tag two quotes could share one transaction hash
     assert plain[0].tx_hash == plain[1].tx_hash
@@ -185,7 +188,9 @@ def test_wrong_recipient_is_not_paid(anvil: ChainEnv) -> None:
     verdict = pay.verify_payment(prepared.tx_hash, user.address, AMOUNT)
     assert verdict.state is PaymentState.WRONG_TRANSFER
     # the same transaction is a good transfer to where it really went
-    assert pay.verify_payment(prepared.tx_hash, user.address, AMOUNT, recipient=elsewhere.address).paid
+    assert pay.verify_payment(
+        prepared.tx_hash, user.address, AMOUNT, recipient=elsewhere.address
+    ).paid
 
 
 def test_wrong_token_is_not_paid(anvil: ChainEnv) -> None:
@@ -213,8 +218,14 @@ def test_one_unit_short_is_not_paid(anvil: ChainEnv) -> None:
     _approve(anvil, 4, AMOUNT)
     prepared, _ = pay.pay(user.address, AMOUNT - 1, lambda p: None)
     _wait_receipt(anvil, prepared.tx_hash)
-    assert pay.verify_payment(prepared.tx_hash, user.address, AMOUNT).state is PaymentState.WRONG_TRANSFER
-    assert pay.verify_payment(prepared.tx_hash, user.address, AMOUNT + 1).state is PaymentState.WRONG_TRANSFER
+    assert (
+        pay.verify_payment(prepared.tx_hash, user.address, AMOUNT).state
+        is PaymentState.WRONG_TRANSFER
+    )
+    assert (
+        pay.verify_payment(prepared.tx_hash, user.address, AMOUNT + 1).state
+        is PaymentState.WRONG_TRANSFER
+    )
     assert pay.verify_payment(prepared.tx_hash, user.address, AMOUNT - 1).paid
 
 
@@ -237,7 +248,9 @@ def test_allowance_short_is_not_paid(anvil: ChainEnv) -> None:
 def test_balance_short_is_not_paid(anvil: ChainEnv) -> None:
     pay = anvil.payments()
     user = anvil.account(5)  # holds no tokens at deploy time
-    anvil.token_call(anvil.account(3), "transfer", user.address, AMOUNT - 1 - anvil.balance(user.address))
+    anvil.token_call(
+        anvil.account(3), "transfer", user.address, AMOUNT - 1 - anvil.balance(user.address)
+    )
     _approve(anvil, 5, AMOUNT)
     check = pay.check(user.address, AMOUNT)
     assert check.status is CheckStatus.BALANCE_TOO_LOW and check.balance == AMOUNT - 1
@@ -267,7 +280,9 @@ def test_confirmations_are_required(anvil: ChainEnv) -> None:
     verdict = pay.verify_payment(prepared.tx_hash, user.address, AMOUNT)
     assert verdict.state is PaymentState.CONFIRMING and verdict.confirmations == 1
     anvil.mine(1)
-    assert pay.verify_payment(prepared.tx_hash, user.address, AMOUNT).state is PaymentState.CONFIRMING
+    assert (
+        pay.verify_payment(prepared.tx_hash, user.address, AMOUNT).state is PaymentState.CONFIRMING
+    )
     anvil.mine(1)
     verdict = pay.verify_payment(prepared.tx_hash, user.address, AMOUNT)
     assert verdict.state is PaymentState.PAID and verdict.confirmations == 3

@@ -102,7 +102,11 @@ def post(base: str, body: Any) -> requests.Response:
 def assert_error_shape(resp: requests.Response, code: int) -> dict[str, Any]:
     assert resp.status_code == code, resp.text
     body: dict[str, Any] = resp.json()
-    assert body["code"] == code and isinstance(body["status"], str) and isinstance(body["message"], str)
+    assert (
+        body["code"] == code
+        and isinstance(body["status"], str)
+        and isinstance(body["message"], str)
+    )
     return body
 
 
@@ -126,7 +130,9 @@ def test_registration_created_then_refreshed(settings: Settings, private: str, f
     assert 590 <= redis.Redis.from_url(settings.redis_url).ttl(key) <= 600
 
 
-def test_payment_methods_alias_and_token_object_are_normalised(settings: Settings, private: str) -> None:
+def test_payment_methods_alias_and_token_object_are_normalised(
+    settings: Settings, private: str
+) -> None:
     body = {
         "type": "filecoin",
         "description": "Filecoin",
@@ -200,7 +206,10 @@ def test_replayed_registration_rejected(settings: Settings, private: str, fakes:
         ({"payment": [{"chainId": "x", "acceptedTokens": []}]}, "payment"),
         ({"payment": [{"chainId": 1, "acceptedTokens": {"OCEAN": "0xnope"}}]}, "payment"),
         ({"payment": None}, "payment"),
-        ({"paymentMethods": [{"chainId": 1, "acceptedTokens": {"OCEAN": DEFAULT_TOKEN}}]}, "payment"),
+        (
+            {"paymentMethods": [{"chainId": 1, "acceptedTokens": {"OCEAN": DEFAULT_TOKEN}}]},
+            "payment",
+        ),
     ],
 )
 def test_malformed_registration_names_the_field(
@@ -279,7 +288,9 @@ def test_staged_file_needs_a_valid_token(settings: Settings, private: str) -> No
     assert requests.get(f"{private}/staged/..%2F..%2Fetc/0?token=x", timeout=10).status_code == 404
 
 
-def test_fake_microservice_fetches_staged_files(settings: Settings, private: str, fakes: Any) -> None:
+def test_fake_microservice_fetches_staged_files(
+    settings: Settings, private: str, fakes: Any
+) -> None:
     ms = fakes(upload_delay_s=0.1)
     data = [os.urandom(5000), b"second file"]
     files = []
@@ -300,7 +311,8 @@ def test_fake_microservice_fetches_staged_files(settings: Settings, private: str
     links = client.get_link(QUOTE_ID)
     assert len(links) == 2
     assert all(
-        link["type"] == "arweave" and link["transactionId"] == link["transactionHash"] for link in links
+        link["type"] == "arweave" and link["transactionId"] == link["transactionHash"]
+        for link in links
     )
 
     failing = fakes(fail_uploads=True, upload_delay_s=0.0)
@@ -314,7 +326,11 @@ def test_fake_microservice_fetches_staged_files(settings: Settings, private: str
 
 def test_registry_lists_only_live_records(settings: Settings) -> None:
     reg = Registry(redis.Redis.from_url(settings.redis_url), 600)
-    base = {"description": "", "url": "http://10.0.0.1", "payment": [{"chainId": 1, "acceptedTokens": {}}]}
+    base = {
+        "description": "",
+        "url": "http://10.0.0.1",
+        "payment": [{"chainId": 1, "acceptedTokens": {}}],
+    }
     with pytest.raises(InvalidRecordError, match="acceptedTokens"):
         reg.register({**base, "type": "a", "signature": "0x" + "11" * 65})
     good = {**base, "payment": [{"chainId": 1, "acceptedTokens": {"T": DEFAULT_TOKEN}}]}
@@ -339,7 +355,9 @@ def test_normalize_payment() -> None:
 # --- the gunicorn target ------------------------------------------------------------------------
 
 
-def test_gunicorn_target_serves_registration(settings: Settings, fakes: Any, tmp_path: Path) -> None:
+def test_gunicorn_target_serves_registration(
+    settings: Settings, fakes: Any, tmp_path: Path
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY", "PYTEST"))}
     env.update(

@@ -168,7 +168,8 @@ def run_cell(method: str, profile: str, load: float, seed: int) -> Cell:
         return math.sqrt(float(np.mean(np.square(x)))) / c
 
     nl = {
-        l_cls: math.sqrt(float(np.mean(np.square(v)))) / math.sqrt((1 + load) / (probs[l_cls] * N_PRIME))
+        l_cls: math.sqrt(float(np.mean(np.square(v))))
+        / math.sqrt((1 + load) / (probs[l_cls] * N_PRIME))
         for l_cls, v in el.items()
     }
     return Cell(rr(eu), rr(ew), rr(nu), rr(nw), float(np.mean(cu)), float(np.mean(cw)), nl)
@@ -179,7 +180,9 @@ GRID = [(p, lam) for p in ("r3", "mixed") for lam in (0.2, 1.0)]
 
 @pytest.fixture(scope="module")
 def grid() -> dict[tuple[str, str, float], Cell]:
-    return {(m, p, lam): run_cell(m, p, lam, seed=2024) for m in ("mle", "plugin") for p, lam in GRID}
+    return {
+        (m, p, lam): run_cell(m, p, lam, seed=2024) for m in ("mle", "plugin") for p, lam in GRID
+    }
 
 
 @pytest.mark.parametrize("method", ["mle", "plugin"])
@@ -202,7 +205,11 @@ def test_interval_coverage_targets(grid: dict[tuple[str, str, float], Cell]) -> 
     # 95% interval falls below 0.90 with probability ~1.5% per cell; pooled over 800 intervals
     # (U and W are correlated) its sd is ~1 point.
     for method in ("mle", "plugin"):
-        covers = [x for p, lam in GRID for x in (grid[method, p, lam].cover_u, grid[method, p, lam].cover_w)]
+        covers = [
+            x
+            for p, lam in GRID
+            for x in (grid[method, p, lam].cover_u, grid[method, p, lam].cover_w)
+        ]
         assert min(covers) >= 0.90, method
         if method == "plugin":
             assert 0.93 <= float(np.mean(covers)) <= 0.97

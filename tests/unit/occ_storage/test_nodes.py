@@ -84,7 +84,16 @@ def test_corruption_is_detected(tmp_path: Path, damage: str) -> None:
     assert node.put_chunk(cid, data) is False  # copy-if-absent: repair deletes first
 
 
-BAD_IDS = ["xyz", "../etc/passwd", "a" * 65, "A" * 64, "a" * 63, "", "../" + "a" * 61, "a" * 63 + "/"]
+BAD_IDS = [
+    "xyz",
+    "../etc/passwd",
+    "a" * 65,
+    "A" * 64,
+    "a" * 63,
+    "",
+    "../" + "a" * 61,
+    "a" * 63 + "/",
+]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)

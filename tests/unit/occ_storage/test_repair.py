@@ -51,10 +51,14 @@ def test_plan_removes_lowest_ranked_extras() -> None:
 
 
 def test_plan_reports_lost_and_per_chunk_targets() -> None:
-    plan = plan_repair(IDS[:3], {IDS[0]: {"node_000"}, IDS[1]: set()}, NODES, {c: 2 for c in IDS[:3]})
+    plan = plan_repair(
+        IDS[:3], {IDS[0]: {"node_000"}, IDS[1]: set()}, NODES, {c: 2 for c in IDS[:3]}
+    )
     assert plan.lost == (IDS[1], IDS[2])
     assert len(plan.copies) == 1
-    plan = plan_repair(IDS[:2], {c: {"node_000", "ghost"} for c in IDS[:2]}, NODES, {IDS[0]: 1, IDS[1]: 3})
+    plan = plan_repair(
+        IDS[:2], {c: {"node_000", "ghost"} for c in IDS[:2]}, NODES, {IDS[0]: 1, IDS[1]: 3}
+    )
     assert len(plan.copies) == 2 and plan.removals == ()  # unknown holders do not count
 
 

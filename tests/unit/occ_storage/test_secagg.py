@@ -23,7 +23,9 @@ def secrets_for(n: int, rng: np.random.Generator) -> dict[tuple[int, int], bytes
 
 
 def seeds_of(i: int, n: int, secrets: dict[tuple[int, int], bytes]) -> dict[int, bytes]:
-    return {j: pair_seed(secrets[min(i, j), max(i, j)], i, j, b"round-1") for j in range(n) if j != i}
+    return {
+        j: pair_seed(secrets[min(i, j), max(i, j)], i, j, b"round-1") for j in range(n) if j != i
+    }
 
 
 def node_vectors(n: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -36,7 +36,9 @@ def test_register_ids_match_the_multiply_shift_formula() -> None:
     regs = register_ids(ids, KEY, N_PRIME)
     assert regs.dtype == np.uint32 and regs.shape == (2_000,)
     for cid, j in zip(ids[:200], regs[:200], strict=True):
-        prf = hashlib.blake2b(bytes.fromhex(cid), key=KEY, digest_size=8, person=b"occ-register").digest()
+        prf = hashlib.blake2b(
+            bytes.fromhex(cid), key=KEY, digest_size=8, person=b"occ-register"
+        ).digest()
         assert int(j) == (int.from_bytes(prf, "big") * N_PRIME) >> 64
 
 
@@ -46,7 +48,9 @@ def test_multiply_shift_is_exact_at_the_extremes() -> None:
     ids = chunk_ids(500)
     regs = register_ids(ids, KEY, big)
     for cid, j in zip(ids, regs, strict=True):
-        prf = hashlib.blake2b(bytes.fromhex(cid), key=KEY, digest_size=8, person=b"occ-register").digest()
+        prf = hashlib.blake2b(
+            bytes.fromhex(cid), key=KEY, digest_size=8, person=b"occ-register"
+        ).digest()
         assert int(j) == (int.from_bytes(prf, "big") * big) >> 64
 
 
@@ -120,7 +124,9 @@ def test_node_sketch_counts_are_exact_not_saturated() -> None:
 
 
 def test_node_sketch_bytes_roundtrip() -> None:
-    node = NodeSketch.from_registers(register_ids(chunk_ids(3_000), KEY, N_PRIME), N_PRIME, key_id_of(KEY))
+    node = NodeSketch.from_registers(
+        register_ids(chunk_ids(3_000), KEY, N_PRIME), N_PRIME, key_id_of(KEY)
+    )
     data = node.to_bytes()
     assert NodeSketch.from_bytes(data) == node
     with pytest.raises(ValueError):
@@ -181,7 +187,8 @@ def test_merging_merged_sketches_is_exact_under_censoring() -> None:
     holdings = place(ids, np.full(len(ids), 3), 6, rng)
     kid = key_id_of(KEY)
     nodes = [
-        NodeSketch.from_registers(register_ids(c, KEY, N_PRIME), N_PRIME, kid) for c in holdings.values()
+        NodeSketch.from_registers(register_ids(c, KEY, N_PRIME), N_PRIME, kid)
+        for c in holdings.values()
     ]
     left = MergedSketch.from_nodes(nodes[:3], TAU)
     right = MergedSketch.from_nodes(nodes[3:], TAU)

@@ -129,8 +129,12 @@ def test_ranged_reads_at_chunk_boundaries(store: ChunkStore) -> None:
     assert read_all(store, fh, 2 * cs) == data[2 * cs :]
 
 
-@pytest.mark.parametrize("rng", [(-1, 10), (0, 10 * SMALL_CS + 18), (5, 4), (10 * SMALL_CS + 18, None)])
-def test_out_of_range_raises_before_iteration(store: ChunkStore, rng: tuple[int, int | None]) -> None:
+@pytest.mark.parametrize(
+    "rng", [(-1, 10), (0, 10 * SMALL_CS + 18), (5, 4), (10 * SMALL_CS + 18, None)]
+)
+def test_out_of_range_raises_before_iteration(
+    store: ChunkStore, rng: tuple[int, int | None]
+) -> None:
     fh = put(store, payload(10 * SMALL_CS + 17)).file_hash
     with pytest.raises(InvalidRangeError):
         store.read(fh, rng[0], rng[1])  # eager: no next() needed
@@ -184,7 +188,9 @@ def test_repeated_chunks_in_one_file(store: ChunkStore, nodes: list[LocalDirNode
     assert [c.count for c in store.verify(m.file_hash).chunks] == [3] * 8
 
 
-def test_quorum_writes_only_w_then_repair_completes(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_quorum_writes_only_w_then_repair_completes(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     m = put(store, payload(6 * SMALL_CS, seed=5), r=3, quorum=2)
     assert m.replication_factor == 3
     for c in m.chunk_ids():
@@ -233,7 +239,9 @@ def test_stream_failure_registers_nothing(store: ChunkStore) -> None:
 # corruption and loss -------------------------------------------------------------------------
 
 
-def test_corrupt_replicas_never_served_and_repaired(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_corrupt_replicas_never_served_and_repaired(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     data = payload(8 * SMALL_CS + 100, seed=7)
     m = put(store, data)
     by_id = {n.node_id: n for n in nodes}
@@ -250,7 +258,10 @@ def test_corrupt_replicas_never_served_and_repaired(store: ChunkStore, nodes: li
     assert (
         b"".join(
             store.read(
-                m.file_hash, SMALL_CS + 5, 2 * SMALL_CS, on_bad_replica=lambda c, n: seen.append((c, n))
+                m.file_hash,
+                SMALL_CS + 5,
+                2 * SMALL_CS,
+                on_bad_replica=lambda c, n: seen.append((c, n)),
             )
         )
         == data[SMALL_CS + 5 : 2 * SMALL_CS]
@@ -325,7 +336,10 @@ def test_lose_all_holders_of_a_chunk(store: ChunkStore, nodes: list[LocalDirNode
     with pytest.raises(ChunkUnavailableError):
         next(it)
     # a range avoiding the lost chunk is still served
-    assert read_all(store, m.file_hash, 0, 2 * SMALL_CS) == payload(5 * SMALL_CS, seed=11)[: 2 * SMALL_CS]
+    assert (
+        read_all(store, m.file_hash, 0, 2 * SMALL_CS)
+        == payload(5 * SMALL_CS, seed=11)[: 2 * SMALL_CS]
+    )
     result = store.repair(m.file_hash)
     assert result.lost == (victim,) and not result.ok
 
@@ -376,7 +390,9 @@ def test_rebuild_index_equals_before(store: ChunkStore, nodes: list[LocalDirNode
         before.delete(h)
     assert store.rebuild_index() == 6
     assert store.index == rebuilt
-    assert [m.file_hash for m in store.list_files(0, 100)] == [m.file_hash for m in rebuilt.list(0, 100)]
+    assert [m.file_hash for m in store.list_files(0, 100)] == [
+        m.file_hash for m in rebuilt.list(0, 100)
+    ]
 
 
 def test_manifest_falls_back_to_nodes(tmp_path: Path) -> None:
@@ -429,7 +445,9 @@ def test_scrub_finds_and_repairs_bad_replicas(
     assert small.checked == 1
     report = store.scrub(rng, 10**9)
     assert report.checked == 100 and report.files == 5
-    assert report.bad + small.bad == 6 and report.repaired + small.repaired == 6 and report.lost == 0
+    assert (
+        report.bad + small.bad == 6 and report.repaired + small.repaired == 6 and report.lost == 0
+    )
     for node, c in replicas:
         node.get_chunk(c)
     for m, d in zip(ms, datas, strict=True):
@@ -521,7 +539,9 @@ def test_hostile_names_stay_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert list(cwd.iterdir()) == []
 
 
-def test_get_chunk_never_returns_corrupt_bytes(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_get_chunk_never_returns_corrupt_bytes(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     m = put(store, payload(SMALL_CS, seed=80), r=1)
     c = m.chunks[0].id
     (holder,) = [n for n in nodes if n.has_chunk(c)]
@@ -657,7 +677,9 @@ def test_sigkill_leaves_no_partial_chunk_under_a_final_name(tmp_path: Path) -> N
             assert hashlib.sha256(read_all(store, fh)).hexdigest() == m.file_hash
 
 
-def test_delete_a_node_directory_during_uploads(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_delete_a_node_directory_during_uploads(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     class DeletesMidway(io.RawIOBase):
         def __init__(self, data: bytes) -> None:
             self.buf, self.fired = io.BytesIO(data), False
@@ -687,7 +709,9 @@ def test_delete_a_node_directory_during_uploads(store: ChunkStore, nodes: list[L
             assert len(set(holders(nodes, c))) == 3 == present(nodes, c)
 
 
-def test_corrupt_two_percent_then_one_scrub_pass(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_corrupt_two_percent_then_one_scrub_pass(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     datas = [payload(20 * SMALL_CS, seed=110 + i) for i in range(5)]
     ms = [put(store, d, name=str(i)) for i, d in enumerate(datas)]
     replicas = [(n, c) for m in ms for c in m.chunk_ids() for n in nodes if n.has_chunk(c)]
@@ -714,7 +738,9 @@ def test_corrupt_two_percent_then_one_scrub_pass(store: ChunkStore, nodes: list[
         node.get_chunk(c)
 
 
-def test_rebalance_and_repair_concurrent_with_uploads(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_rebalance_and_repair_concurrent_with_uploads(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     import threading
 
     shared = payload(4 * SMALL_CS, seed=120)
@@ -725,7 +751,9 @@ def test_rebalance_and_repair_concurrent_with_uploads(store: ChunkStore, nodes: 
         try:
             for i in range(6):
                 put(
-                    store, shared[: (i % 4 + 1) * SMALL_CS] + payload(3 * SMALL_CS, seed=130 + i), r=2 + i % 3
+                    store,
+                    shared[: (i % 4 + 1) * SMALL_CS] + payload(3 * SMALL_CS, seed=130 + i),
+                    r=2 + i % 3,
                 )
         except BaseException as exc:
             errors.append(exc)

@@ -69,7 +69,9 @@ class _Canned(BaseHTTPRequestHandler):
         elif mode == "error":
             self._send(500, b"Traceback: secret upstream text")
         elif mode == "links":
-            self._send(200, json.dumps([{"type": "arweave", "transactionHash": "ab" * 32}]).encode())
+            self._send(
+                200, json.dumps([{"type": "arweave", "transactionHash": "ab" * 32}]).encode()
+            )
         else:
             self._send(200, b'{"status": 302}')
 
@@ -267,4 +269,6 @@ def test_staged_tokens_bind_quote_and_index() -> None:
     # derived key: not a plain HMAC under the runtime secret
     assert token != hmac.new(key, f"{QUOTE_ID}:0".encode(), hashlib.sha256).hexdigest()
     url = remote.staged_file_url("http://gw:5001/", QUOTE_ID, 2, key)
-    assert url == f"http://gw:5001/staged/{QUOTE_ID}/2?token={remote.staged_token(QUOTE_ID, 2, key)}"
+    assert (
+        url == f"http://gw:5001/staged/{QUOTE_ID}/2?token={remote.staged_token(QUOTE_ID, 2, key)}"
+    )
