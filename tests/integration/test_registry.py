@@ -236,8 +236,16 @@ def test_storage_disappears_after_ttl_without_heartbeat(
     base = serve(short)
     ms = fakes(register_url=f"{base}/register", heartbeat_s=0.6)
     reg = registry(short)
+    from api import create_app
+
+    public = create_app({"SETTINGS": short, "TESTING": True}).test_client()
+
+    def listed() -> list[str]:
+        return [entry["type"] for entry in public.get("/").get_json()]
+
     time.sleep(3.0)  # longer than the TTL: only the heartbeat keeps it listed
     assert [r["type"] for r in reg.list()] == ["arweave"]
+    assert listed() == ["occ", "arweave"]
     assert ms.registrations >= 4
     assert all(code in (200, 201) for code in ms.register_statuses)
     ms.stop_heartbeat()
@@ -245,6 +253,7 @@ def test_storage_disappears_after_ttl_without_heartbeat(
     wait_for(lambda: reg.list() == [], 6, "registration to expire")
     assert time.monotonic() - stopped <= 3.5
     assert reg.get("arweave") is None
+    assert listed() == ["occ"]  # GET / no longer offers it, so nothing is routed to it
 
 
 def test_register_not_reachable_on_public_app(settings: Settings, fakes: Any) -> None:
