@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 
 from workers.logs import configure_logging
 
@@ -15,3 +18,16 @@ app.conf.include = ["workers.tasks", "workers.paid_tasks"]
 @setup_logging.connect
 def _logging(**_: object) -> None:
     configure_logging()
+
+
+@worker_init.connect
+def _check_settings(**_: object) -> None:
+    """Validate the environment once at start: a bad value stops the worker with one clear line."""
+    from workers.settings import ConfigError, Settings
+
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        # Celery swallows exceptions raised in signal handlers: leave the process directly.
+        print(f"occ worker: configuration error: {exc}", file=sys.stderr, flush=True)
+        os._exit(78)

@@ -63,3 +63,32 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and readme.splitlines()[4].startswith("make test")
     assert readme.splitlines()[3].startswith("make run")
+
+
+def test_invalid_setting_stops_start_up_with_a_clear_message() -> None:
+    import os
+    import sys
+
+    env = {**os.environ, "NUM_NODES": "0", "PYTHONPATH": str(ROOT)}
+    bin_dir = Path(sys.executable).parent
+    gunicorn = subprocess.run(
+        [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{free_port()}", "api.wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gunicorn.returncode != 0
+    assert "configuration error: NUM_NODES must be between 1 and 1000, got 0" in gunicorn.stderr
+    env["NUM_NODES"], env["REPLICATION_FACTOR"] = "3", "5"
+    worker = subprocess.run(
+        [str(bin_dir / "celery"), "-A", "workers.celery_app", "worker", "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode != 0
+    assert "configuration error: REPLICATION_FACTOR must be between 1 and 3, got 5" in worker.stderr
