@@ -51,9 +51,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         DEBUG=settings.debug,
         PROPAGATE_EXCEPTIONS=False,
-        JSON_SORT_KEYS=False,
     )
     app.config.update(config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep chunk order in `distribution`
     # Exactly one trusted proxy hop (nginx) in front of gunicorn.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
 

@@ -17,7 +17,17 @@ blp = Blueprint("jobs", __name__, description="Background job status")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-@blp.route("/jobs/<string:job_id>")
+@blp.route(
+    "/jobs/<string:job_id>",
+    parameters=[
+        {
+            "in": "path",
+            "name": "job_id",
+            "required": True,
+            "schema": {"type": "string", "pattern": JOB_ID.pattern},
+        }
+    ],
+)
 class Job(MethodView):
     @blp.response(200, description="The job: kind, status code and name, reason, timestamps")
     @blp.alt_response(400, description="Malformed job id")

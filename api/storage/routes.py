@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +33,13 @@ blp = Blueprint(
 )
 
 HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+HASH_PARAM = {
+    "in": "path",
+    "name": "file_hash",
+    "required": True,
+    "schema": {"type": "string", "pattern": HASH.pattern},
+    "description": "SHA-256 of the whole file (hex)",
+}
 
 MULTIPART_DOC = {
     "requestBody": {
@@ -159,7 +166,7 @@ def _content_disposition(name: str, file_hash: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base, safe='')}"
 
 
-@blp.route("/download/<string:file_hash>")
+@blp.route("/download/<string:file_hash>", parameters=[HASH_PARAM])
 class Download(MethodView):
     @blp.response(
         200, {"type": "string", "format": "binary"}, content_type="application/octet-stream"
@@ -208,20 +215,19 @@ class Download(MethodView):
             start, end, status = bounds[0], bounds[1], 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         body = storage_jobs.read_file(file_hash, start, end)
+        # Read the first block now: a chunk with no readable replica becomes a clean 503 here,
+        # before the status line is sent (a later one can only abort the connection).
+        first = next(body, b"")
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status=status, headers=headers, content_type="application/octet-stream")
         return Response(
-            _stream(body),
+            itertools.chain((first,), body),
             status=status,
             headers=headers,
             content_type="application/octet-stream",
             direct_passthrough=True,
         )
-
-
-def _stream(body: Iterator[bytes]) -> Iterator[bytes]:
-    yield from body
 
 
 @blp.route("/files")
@@ -235,7 +241,7 @@ class Files(MethodView):
         return {"total_files": total, "page": page, "per_page": per_page, "files": files}
 
 
-@blp.route("/files/<string:file_hash>")
+@blp.route("/files/<string:file_hash>", parameters=[HASH_PARAM])
 class FileItem(MethodView):
     @blp.response(204)
     @blp.alt_response(400, description="Malformed hash")
@@ -247,7 +253,7 @@ class FileItem(MethodView):
         storage_jobs.delete_file(check_hash(file_hash))
 
 
-@blp.route("/verify/<string:file_hash>")
+@blp.route("/verify/<string:file_hash>", parameters=[HASH_PARAM])
 class Verify(MethodView):
     @blp.response(200, VerifySchema)
     @blp.alt_response(400, description="Malformed hash")
@@ -257,7 +263,7 @@ class Verify(MethodView):
         return storage_jobs.verify_file(check_hash(file_hash))
 
 
-@blp.route("/rebalance/<string:file_hash>")
+@blp.route("/rebalance/<string:file_hash>", parameters=[HASH_PARAM])
 class Rebalance(MethodView):
     @blp.arguments(RebalanceSchema)
     @blp.response(202, JobAcceptedSchema)

@@ -15,7 +15,11 @@ class UploadFormSchema(ma.Schema):
     replication_factor = ma.fields.Integer(
         load_default=None,
         allow_none=True,
-        metadata={"description": "Copies to keep (1..NUM_NODES); default REPLICATION_FACTOR"},
+        # checked against NUM_NODES in the view (a 400 naming the range); documented here
+        metadata={
+            "description": "Copies to keep (1..NUM_NODES); default REPLICATION_FACTOR",
+            "minimum": 1,
+        },
     )
 
 
@@ -27,8 +31,11 @@ class RawUploadQuerySchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    name = ma.fields.String(load_default="", validate=validate.Length(max=10000))
-    replication_factor = ma.fields.Integer(load_default=None, allow_none=True)
+    # the name travels in the request line (8190 bytes at most in gunicorn and nginx): keep it short
+    name = ma.fields.String(load_default="", validate=validate.Length(max=255))
+    replication_factor = ma.fields.Integer(
+        load_default=None, allow_none=True, metadata={"minimum": 1}
+    )
 
 
 class PaidUploadQuerySchema(ma.Schema):
@@ -87,7 +94,11 @@ class FilesSchema(ma.Schema):
 
 
 class RebalanceSchema(ma.Schema):
-    replication_factor = ma.fields.Integer(required=True, strict=True)
+    replication_factor = ma.fields.Integer(
+        required=True,
+        strict=True,
+        metadata={"description": "Copies to keep (1..NUM_NODES)", "minimum": 1},
+    )
 
 
 class JobAcceptedSchema(ma.Schema):
@@ -100,12 +111,13 @@ class JobAcceptedSchema(ma.Schema):
 
 
 class VerifySchema(ma.Schema):
-    class Meta:
-        unknown = ma.INCLUDE
-
     file_hash = ma.fields.String()
     file_name = ma.fields.String()
+    file_size = ma.fields.Integer()
+    replication_factor = ma.fields.Integer()
     retrievable = ma.fields.Boolean()
     missing_chunks = ma.fields.List(ma.fields.String())
     replication = ma.fields.Dict()
+    bad_replicas = ma.fields.List(ma.fields.List(ma.fields.String()))
+    manifest_copies = ma.fields.Integer()
     chunks = ma.fields.List(ma.fields.Dict())
