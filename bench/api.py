@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from client.api import FilePart, MultipartStream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,29 +67,16 @@ def raw_fdatasync_mbps(directory: Path, size: int) -> float:
     return size / dt / 1e6
 
 
-def body(seed: int, size: int) -> Iterator[bytes]:
-    h = hashlib.sha256(str(seed).encode()).digest()
-    block = (h * (MIB // len(h)))[:MIB]
-    for i in range(size // MIB):
-        yield bytes([i % 256]) + block[1:]
-
-
-class Chunked:
-    """A file-like over the generated body with a known length (requests sends Content-Length)."""
-
-    def __init__(self, seed: int, size: int) -> None:
-        self.it = body(seed, size)
-        self.buf = b""
-        self.len = size
-
-    def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self.buf) < n) and (nxt := next(self.it, None)) is not None:
-            self.buf += nxt
-        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
-        return out
-
-    def __len__(self) -> int:
-        return self.len
+def make_file(path: Path, seed: int, size: int) -> str:
+    """Write a seeded file of `size` bytes in 1 MiB blocks; returns its SHA-256."""
+    h = hashlib.sha256()
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for _ in range(size // MIB):
+            block = rng.randbytes(MIB)
+            h.update(block)
+            f.write(block)
+    return h.hexdigest()
 
 
 def main() -> None:
@@ -156,26 +146,34 @@ def main() -> None:
         for mode in ("raw PUT", "multipart POST"):
             up, down = [], []
             for i in range(args.repeat):
-                seed = hash((mode, i)) & 0xFFFF
+                src = tmp / f"src-{mode[:3]}-{i}"
+                digest = make_file(src, 1000 * len(mode) + i, size)
                 print(
                     f"{mode}: upload {i + 1}/{args.repeat} ({args.size_mib} MiB) ...",
                     file=sys.stderr,
                 )
                 t0 = time.perf_counter()
                 if mode == "raw PUT":
-                    resp = requests.put(
-                        f"{base}/upload?name=b{i}&replication_factor=3",
-                        data=Chunked(seed, size),
-                        timeout=600,
-                    )
+                    with open(src, "rb") as f:
+                        resp = requests.put(
+                            f"{base}/upload?name=b{i}&replication_factor=3", data=f, timeout=600
+                        )
                 else:
+                    body = MultipartStream(
+                        fields=[("replication_factor", "3")], files=[FilePart("file", src)]
+                    )
                     resp = requests.post(
                         f"{base}/upload",
-                        files={"file": (f"b{i}", Chunked(seed, size))},
-                        data={"replication_factor": "3"},
+                        data=body,
+                        headers={
+                            "Content-Type": body.content_type,
+                            "Content-Length": str(len(body)),
+                        },
                         timeout=600,
                     )
                 resp.raise_for_status()
+                assert resp.json()["file_hash"] == digest
+                src.unlink()
                 up.append(size / (time.perf_counter() - t0) / 1e6)
                 fh = resp.json()["file_hash"]
                 t0 = time.perf_counter()
