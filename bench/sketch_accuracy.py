@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -25,8 +28,15 @@ from bench._sketch_sim import (  # noqa: E402
     TAU,
     THRESHOLD,
     CellResult,
+    merged_levels,
     replace_between_markers,
     run_cell,
+)
+from occ_storage.estimators import (  # noqa: E402
+    HULL_DELTA_AIC,
+    SMALL_SKETCH_EMPTY,
+    SMALL_SKETCH_REGISTERS,
+    mle_profile,
 )
 
 GRIDS = {
@@ -40,19 +50,28 @@ def _task(args: tuple[int, float, str, int, int, tuple[str, ...]]) -> list[CellR
     return run_cell(n_prime, load, profile, reps, seed, methods)
 
 
+def _verdict(r: CellResult) -> str:
+    if not r.counted:
+        return "flagged (U<100)"
+    if r.passed:
+        return "PASS"
+    if r.passed_u_w and r.nl_bound_limited:
+        return "FAIL (n̂_l only, CRB > 1.2)"
+    return "FAIL"
+
+
 def _fmt_table(rows: list[CellResult]) -> list[str]:
     head = (
         "| N' | λ | profile | U | bias Û % | bias Ŵ % | Û ratio | Ŵ≥3 ratio | naive Û ratio "
-        "| naive Ŵ ratio | cover Û | cover Ŵ | n̂_l ratio (class) | target |"
+        "| naive Ŵ ratio | cover Û | cover Ŵ | n̂_l ratio (class) | CRB ratio (class) | target |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
-        verdict = "flagged (U<100)" if not r.counted else ("PASS" if r.passed else "FAIL")
         lines.append(
             f"| {r.n_prime:,} | {r.load:g} | {r.profile} | {r.union:,} | {100 * r.bias_u:+.3f} "
             f"| {100 * r.bias_w:+.3f} | {r.ratio_u:.2f} | {r.ratio_w:.2f} | {r.naive_ratio_u:.1f} "
             f"| {r.naive_ratio_w:.1f} | {r.cover_u:.3f} | {r.cover_w:.3f} "
-            f"| {r.nl_ratio:.2f} ({r.nl_worst_class}) | {verdict} |"
+            f"| {r.nl_ratio:.2f} ({r.nl_worst_class}) | {r.nl_crb:.2f} | {_verdict(r)} |"
         )
     return lines
 
@@ -82,6 +101,12 @@ def summarise(rows: list[CellResult]) -> dict[str, float | int | str]:
         "worst_nl": worst_nl.nl_ratio,
         "worst_nl_cell": f"{worst_nl.n_prime:,}/{worst_nl.load:g}/{worst_nl.profile}"
         f" (l={worst_nl.nl_worst_class})",
+        "worst_nl_crb": worst_nl.nl_crb,
+        "nl_missed": sum(r.nl_ratio > 1.2 for r in counted),
+        "nl_bound_limited": sum(r.nl_bound_limited for r in counted),
+        "nl_missed_crb_min": min(
+            (r.nl_crb_min_missed for r in counted if r.nl_ratio > 1.2), default=math.inf
+        ),
         "naive_rms_ratio": math.sqrt(
             sum(r.naive_ratio_u**2 + r.naive_ratio_w**2 for r in counted) / (2 * len(counted))
         ),
@@ -112,6 +137,11 @@ def _fmt_summary(method: str, s: dict[str, float | int | str]) -> list[str]:
         f"| ≥ 0.90 | {v(ok_cov)} |",
         f"| worst n̂_l ratio ({s['worst_nl_cell']}) | {float(s['worst_nl']):.2f} | ≤ 1.2 "
         f"| {v(ok_nl)} ({s['nl_pass']}/{s['counted']} cells pass) |",
+        f"| Cramér-Rao bound of that class (no unbiased estimator goes below) "
+        f"| {float(s['worst_nl_crb']):.2f} | | |",
+        f"| cells missing n̂_l where every missed class has CRB ratio > 1.2 "
+        f"| {s['nl_bound_limited']}/{s['nl_missed']} | | smallest CRB ratio of a missed class: "
+        f"{float(s['nl_missed_crb_min']):.2f} |",
         f"| naive read-out, RMS ratio | {float(s['naive_rms_ratio']):.1f} | (seed) | |",
     ]
 
@@ -129,11 +159,32 @@ def _fmt_misses(rows: list[CellResult]) -> list[str]:
         if r.nl_ratio > 1.2:
             by_profile[r.profile] = by_profile.get(r.profile, 0) + 1
     nl = ", ".join(f"{p}: {n} cells" for p, n in by_profile.items()) or "none"
+    reachable = [
+        f"{r.n_prime:,}/{r.load:g}/{r.profile} (l={','.join(map(str, r.nl_reachable_misses))})"
+        for r in counted
+        if r.nl_reachable_misses
+    ]
     return [
         f"- Û or Ŵ≥3 ratio > 1.2: {cells(lambda r: max(r.ratio_u, r.ratio_w) > 1.2)}",
         f"- coverage < 0.90: {cells(lambda r: min(r.cover_u, r.cover_w) < 0.90)}",
         f"- n̂_l ratio > 1.2: {nl}",
+        f"- n̂_l ratio > 1.2 for a class whose CRB ratio is ≤ 1.2: {', '.join(reachable) or 'none'}",
     ]
+
+
+def _small_sketch_ms(runs: int = 21) -> float:
+    """Median ms of the MLE with selection-robust intervals (Û, Ŵ≥3, f̂) at N' = 10³, λ = 2."""
+    rng = np.random.default_rng(5)
+    _, levels = merged_levels(PROFILES["mixed"].draw(2_000, rng), 1_000, TAU, rng)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        est = mle_profile(levels, max_replication=NODES)
+        est.union()
+        est.at_least(THRESHOLD)
+        est.fraction_at_least(THRESHOLD)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     elapsed = time.perf_counter() - t0
+    small_ms = _small_sketch_ms()
     order = {p: i for i, p in enumerate(PROFILES)}
     cmd = "OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/sketch_accuracy.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a
@@ -206,21 +258,44 @@ def main(argv: list[str] | None = None) -> int:
         "Estimators: **constrained MLE** = censored compound-Poisson likelihood, λ_l ≥ 0, classes "
         "fixed at 0 one at a time while the likelihood-ratio statistic stays below 2, estimate "
         "and covariance averaged over the models visited (Buckland et al. 1997), Fisher "
-        "intervals minus diag(n̂); this is what `health_report` uses. **plug-in** = linear "
-        "counting + decompounding with delta-method intervals minus diag(n̂).",
+        "intervals minus diag(n̂); this is what `health_report` uses. In small sketches "
+        f"(N' < {SMALL_SKETCH_REGISTERS:,} or Z_0 < {SMALL_SKETCH_EMPTY:,}) every interval is the "
+        "hull of that interval, the full-support fit's interval (no selection) and the "
+        f"interval of every model on the path within ΔAIC ≤ {HULL_DELTA_AIC:g} of the best: "
+        "there the support selection is biased by a quarter of a standard error or more "
+        "(a true class of a few chunks dropped and read as collisions, or a spurious one "
+        "kept), which the averaged interval alone misses (coverage 0.855-0.89 at N' = 10³, "
+        f"λ = 2 before). Its cost: {small_ms:.1f} ms for Û, Ŵ≥3 and f̂ with intervals at "
+        "N' = 10³, λ = 2 (mixed), against < 200 ms. **plug-in** = linear counting + "
+        "decompounding with delta-method intervals minus diag(n̂).",
         "",
-        "Known limits: (1) the n̂_l target is missed for the minor classes of mixed (l = 5, "
-        "p = 5%) and heavy (l = 8, 9): a register value l there comes more often from colliding "
-        "chunks of smaller classes (2+3, 1+4, 4+5, ...) than from one l-replica chunk; the "
-        "delta-method sd of the exactly identified estimator (plug-in = unconstrained MLE) is "
-        "1.7-3.7x (mixed, l = 5) and 2.0-6.8x (heavy, l = 8, 9) the formula "
-        "√((1+λ)/(p_l N')), and the constrained MLE's support restriction recovers only part "
-        "of that; (2) the plug-in Ŵ≥3 on the failed profile (half the chunks at 2 replicas, "
-        "W = 47% of U) is 1.4-2.6x the U-based constant: 2+2 and 1+2 collisions mimic "
-        "≥3-replica "
-        "chunks, which only the constrained MLE resolves; (3) at N' = 10³ and λ = 2 the MLE's "
-        "interval for Û is ~20% short on mixed and heavy (z-scores with sd ≈ 1.2), because the "
-        "support selection is noisy with 1,000 registers.",
+        "CRB column: the Cramér-Rao bound on the relative RMSE of n̂_l for the realised chunk "
+        "set, √(N'²[I⁻¹]_ll − n_l)/n_l with I the Fisher information of the Poissonised cell "
+        "model (`estimators.cramer_rao_bound`) and the true support known (the smallest such "
+        "bound), on the scale of the n̂_l column, for the class of the n̂_l column. It does not "
+        "depend on N'. No estimator unbiased for n_l can go below it, and none can beat it "
+        "uniformly near the truth as N' grows (Hájek-Le Cam); a constrained, slightly biased "
+        "estimator can sit a few percent under it, as can a 200-repetition RMSE (±5%).",
+        "",
+        "Known limits: (1) the n̂_l target (ratio ≤ 1.2) is missed for the minor classes of "
+        "mixed (l = 5, p = 5%) and heavy (l = 6-9, p = 1.4-6%), and the Cramér-Rao bound "
+        "shows it cannot be met there: the bound alone is 1.53-1.79 (mixed, l = 5) and "
+        "1.68-4.06 (heavy, l = 6-9), because a register value l comes more often from "
+        "colliding chunks of smaller classes (2+3, 1+4, 4+5, ...) than from one l-replica chunk. "
+        "At N' = 10⁵ the MLE's worst class is within -6% to +14% of its bound. (The colleague's "
+        "1.7-6.8x was the delta-method sd of the plug-in, which frees every class up to τ.) "
+        "(2) Five cells miss 1.2 in a class whose bound is ≤ 1.2 (the last line of the list "
+        "below each summary). Heavy l = 3 and 5 have bounds of 1.17-1.20, at the target itself, "
+        "so even an efficient estimator passes only about half the time at 200 repetitions; at "
+        "N' ≥ 10⁴ (l = 5 at 1.33, l = 3/5 at 1.22/1.21) the MLE gives the same figures as a fit "
+        "told the support, so nothing is left to gain. At N' = 10³ the support selection costs "
+        "5-10% on heavy l = 3-5 (1.22-1.27, bound 1.07-1.20; the full-support fit gets "
+        "1.11-1.16), but fitting without selection lowers Û coverage on failed and mixed to "
+        "0.85 and is not used. Mixed l = 2 at N' = 10³, λ = 2 (bound 1.03) is at 1.39, and "
+        "1.15 even for a fit told the support: finite-sample "
+        "inefficiency with 135 empty registers. (3) The plug-in Ŵ≥3 on the failed profile "
+        "(half the chunks at 2 replicas, W = 47% of U) is 1.4-2.6x the U-based constant: 2+2 "
+        "and 1+2 collisions mimic ≥3-replica chunks, which only the constrained MLE resolves.",
     ]
     for method in methods:
         rows = sorted(
@@ -228,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             key=lambda r: (r.n_prime, order[r.profile], r.load),
         )
         label = {
-            "mle": "constrained MLE, model-averaged (Fisher intervals)",
+            "mle": "constrained MLE, model-averaged (Fisher intervals; hull in small sketches)",
             "plugin": "plug-in (delta method)",
         }
         out += ["", f"### {label.get(method, method)}", ""]
