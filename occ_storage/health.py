@@ -94,10 +94,15 @@ def _num(x: float) -> float | None:
 
 
 def _interval(iv: Interval, ndigits: int = 6) -> dict[str, Any]:
+    # A basic-bootstrap interval may sit beside a biased point estimate; a reader expects the
+    # published interval to contain the published estimate, so widen it to do so.
+    lo, hi = iv.lo, iv.hi
+    if math.isfinite(iv.estimate):
+        lo, hi = min(lo, iv.estimate), max(hi, iv.estimate)
     return {
         "estimate": _num(round(iv.estimate, ndigits)),
         "se": _num(round(iv.se, ndigits)),
-        "ci95": [_num(round(iv.lo, ndigits)), _num(round(iv.hi, ndigits))],
+        "ci95": [_num(round(lo, ndigits)), _num(round(hi, ndigits))],
         "estimated": True,
     }
 

@@ -138,3 +138,20 @@ def test_empty_and_saturated_sketches() -> None:
         health_report(full, 3, 0.99)
     with pytest.raises(ValueError, match="TAU"):
         health_report(empty, TAU + 1, 0.99)
+
+
+def test_published_interval_contains_the_estimate() -> None:
+    # One chunk on four nodes: the small-count bootstrap path; estimate and interval must agree.
+    import hashlib
+
+    from occ_storage.health import health_report, merged_sketch_from_chunks
+
+    ids = [hashlib.sha256(b"only").hexdigest()]
+    merged = merged_sketch_from_chunks({n: ids for n in "abcd"}, b"k" * 32, 10_000, 10)
+    report = health_report(merged, 3, 0.99, max_replication=5)
+    for block in (report["average_replication"], report["union_size"]):
+        lo, hi = block["ci95"]
+        assert lo <= block["estimate"] <= hi
+    assert (
+        report["average_replication"]["ci95"][0] <= 4.0 <= report["average_replication"]["ci95"][1]
+    )
