@@ -63,7 +63,7 @@ echo "[run] private API on 127.0.0.1:$PRIVATE_PORT" >&2
 pids+=($!)
 
 echo "[run] gateway on http://localhost:$PORT (OpenAPI: /docs, /openapi.json)" >&2
-"$VENV/bin/gunicorn" --config scripts/gunicorn.conf.py --bind "0.0.0.0:$PORT" api.wsgi:app &
+"$VENV/bin/gunicorn" --config scripts/gunicorn.conf.py --bind "${BIND_HOST:-127.0.0.1}:$PORT" api.wsgi:app &
 pids+=($!)
 wait_port "$PORT" gunicorn
 echo "[run] ready. Ctrl-C to stop." >&2
