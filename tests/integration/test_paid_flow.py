@@ -375,11 +375,11 @@ def pool_children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-KILLS = 10
+KILLS = 20
 
 
 def test_worker_killed_at_payment_sent_pays_exactly_once(gateway: Gateway) -> None:
-    """Reliability row 9: SIGKILL the pool process mid-broadcast, 10 times: one transferFrom per quote."""
+    """Reliability row 9: SIGKILL the pool process mid-broadcast, 20 times: one transferFrom per quote."""
     gw, env = gateway, gateway.chain
     user = env.users[0]
     block = env.w3.eth.block_number
