@@ -420,3 +420,26 @@ def test_health_check_schedules_a_repair_sweep_when_the_slo_is_missed(
     assert status["last_health_check"]["slo"]["met"] == "no"
     assert status["replication"]["slo"]["met"] == "yes"  # after the sweep
     assert "replication SLO missed" in stack.log_text()
+
+
+def test_whole_worker_killed_mid_replication_is_redelivered(stack: Stack) -> None:
+    """SIGKILL the worker's main process and its pool together: nothing acknowledges the task,
+    so the broker restores it once the visibility timeout (shortened here) has passed."""
+    stack.env.update(TASK_TIME_LIMIT="10", TASK_SOFT_TIME_LIMIT="8", CELERY_VISIBILITY_TIMEOUT="20")
+    victim = stack.start_worker("whole", concurrency=1)
+    port = free_port()
+    stack.start_gunicorn(port)
+    base = f"http://127.0.0.1:{port}"
+    body = upload(base, payload(5, 1000 * CHUNK)).json()
+    job_url = f"{base}/jobs/{body['job_id']}"
+    wait_for(lambda: requests.get(job_url, timeout=5).json()["status"] >= 301, 60, "started", 0.02)
+    assert requests.get(job_url, timeout=5).json()["status"] == 301, (
+        "the kill must land in the task"
+    )
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    stack.start_worker("heir", concurrency=1)
+    job = wait_job(base, body["job_id"], timeout=240)
+    assert job["status"] == 400 and job["deliveries"] >= 2
+    rep = requests.get(f"{base}/verify/{body['file_hash']}", timeout=60).json()
+    assert rep["replication"]["min"] == 3 and rep["replication"]["max"] == 3
