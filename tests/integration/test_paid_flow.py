@@ -487,6 +487,24 @@ def test_remote_storage_flow_relays_links(gateway: Gateway) -> None:
         assert [link["type"] for link in links] == ["arweave", "arweave"]
         assert all(link["transactionId"] == link["transactionHash"] for link in links)
         assert not (gw.staging / quote["quoteId"]).exists()
+
+        # the same service now fails its uploads (status 404): the payment comes back on chain
+        fake.fail_uploads = True
+        block = env.w3.eth.block_number
+        user_before = env.balance(user.address)
+        treasury_before = env.balance(env.treasury.address)
+        quote = get_quote(gw.base, user.address, [10], env.token_address, type="arweave")
+        env.token_call(user, "approve", quote["approveAddress"], int(quote["tokenAmount"]))
+        assert upload(gw.base, signed(user, quote["quoteId"]), [payload(9, 10)]).status_code == 200
+        assert wait_final(gw, quote["quoteId"]) == Status.REFUNDED
+        job = gw.jobs.get(quote["quoteId"])
+        assert job is not None and job["data"]["failure"]["name"] == "BACKEND_FAILED"
+        assert "status 404" in job["data"]["failure"]["reason"]
+        assert len(transfers(env, user.address, env.treasury.address, block + 1)) == 1
+        (refund,) = transfers(env, env.treasury.address, user.address, block + 1)
+        assert "0x" + bytes(refund["transactionHash"]).hex() == job["data"]["refund_tx"]["tx_hash"]
+        assert env.balance(user.address) == user_before
+        assert env.balance(env.treasury.address) == treasury_before
     finally:
         fake.stop()
 
