@@ -6,8 +6,9 @@ gunicorn target: ``api.private:create_private_app()``.
   payment | paymentMethods, timestamp, signature} -> 201 created, 200 refreshed; 400 malformed
   (the message names the field), 401 unsigned / bad signature / stale timestamp, 403 signer not
   on REGISTRY_ALLOWLIST, 409 replayed registration.
-- ``GET /staged/<quote_id>/<index>?token=<hmac>``: a staged file of a paid upload, for the
-  microservice that stores it (URLs built by workers.remote.staged_file_url); 403 bad token.
+- ``GET /staged/<quote_id>/<index>?expires=<unix>&token=<hmac>``: a staged file of a paid
+  upload, for the microservice that stores it (URLs built by workers.remote.staged_file_url);
+  403 bad or expired token.
 - ``GET /health``: liveness of the private API and its Redis.
 """
 
@@ -51,6 +52,7 @@ log = logging.getLogger("api.private")
 MAX_BODY_BYTES = 64 * 1024
 STAGED_QUOTE_ID_RE = re.compile(r"[0-9a-fA-F]{32}")
 TOKEN_RE = re.compile(r"[0-9a-fA-F]{64}")
+EXPIRES_RE = re.compile(r"[0-9]{1,12}")
 
 bp = Blueprint("private", __name__)
 
@@ -226,13 +228,16 @@ def _allowed(signer: str, allow_list: tuple[str, ...]) -> bool:
 @bp.get("/staged/<quote_id>/<int:index>")
 def staged(quote_id: str, index: int) -> ResponseReturnValue:
     token = request.args.get("token", "")
+    expires = request.args.get("expires", "")
     if STAGED_QUOTE_ID_RE.fullmatch(quote_id) is None:
         raise ApiError(404, "No such staged file")
     rt = _runtime()
-    if TOKEN_RE.fullmatch(token) is None or not check_staged_token(
-        quote_id, index, token, rt.sketch_key
+    if (
+        TOKEN_RE.fullmatch(token) is None
+        or EXPIRES_RE.fullmatch(expires) is None
+        or not check_staged_token(quote_id, index, int(expires), token, rt.sketch_key)
     ):
-        raise ApiError(403, "Invalid token for this staged file")
+        raise ApiError(403, "Invalid or expired token for this staged file")
     path = rt.settings.staging_dir / "quotes" / quote_id / f"{index}"
     try:
         # O_NOFOLLOW: a staged file is a regular file written by the gateway, never a link.

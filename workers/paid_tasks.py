@@ -499,7 +499,13 @@ def _store_remote(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -
                     base = private_base_url(rt.settings)
                     files = [
                         {
-                            "url": staged_file_url(base, quote_id, int(f["index"]), rt.sketch_key),
+                            "url": staged_file_url(
+                                base,
+                                quote_id,
+                                int(f["index"]),
+                                rt.sketch_key,
+                                ttl_s=REMOTE_DEADLINE_S,
+                            ),
                             "length": int(f["length"]),
                             "sha256": f["sha256"],
                             "content_type": "application/octet-stream",

@@ -9,8 +9,8 @@ Wire protocol, gateway -> microservice (JSON over HTTP(S), only to the registere
     tokenAddress}`` for the chain and token asked for (a JSON integer tokenAmount is accepted).
 ``POST {url}/upload``
     body: ``{quoteId, nonce, signature, files:[{url, length, sha256, content_type}]}`` where each
-    ``url`` is the gateway's private ``/staged/<quoteId>/<index>?token=<hmac>`` the microservice
-    fetches the bytes from; answer: any 2xx.
+    ``url`` is the gateway's private ``/staged/<quoteId>/<index>?expires=<unix>&token=<hmac>``
+    the microservice fetches the bytes from (valid 24 h, while the file is staged); answer: any 2xx.
 ``GET {url}/getStatus?quoteId=<id>``
     answer: ``{"status": int}`` with the codes of protocol.md §4 (0 to 499).
 ``GET {url}/getLink?quoteId=<id>``
@@ -464,6 +464,7 @@ def _check_quote_id(quote_id: str) -> None:
 # --- signed URLs of staged files (served by api/private.py) ----------------------------------
 
 STAGED_KEY_CONTEXT = b"occ staged-file url v1"
+STAGED_URL_TTL_S = 24 * 3600  # as long as a paid upload waits for its microservice
 
 
 def staged_key(master_key: bytes | None = None) -> bytes:
@@ -479,27 +480,49 @@ def staged_key(master_key: bytes | None = None) -> bytes:
     return hmac.new(master_key, STAGED_KEY_CONTEXT, hashlib.sha256).digest()
 
 
-def staged_token(quote_id: str, index: int, key: bytes | None = None) -> str:
-    """Return the hex HMAC-SHA256 of f"{quote_id}:{index}" that authorises fetching one staged file.
+def staged_token(quote_id: str, index: int, expires: int, key: bytes | None = None) -> str:
+    """Return the hex HMAC-SHA256 of f"{quote_id}:{index}:{expires}" that authorises fetching one
+    staged file until the unix time ``expires``.
 
     ``key`` is the runtime's secret (default: get_runtime().sketch_key).
     """
-    return hmac.new(
-        staged_key(key), f"{quote_id}:{int(index)}".encode(), hashlib.sha256
-    ).hexdigest()
+    message = f"{quote_id}:{int(index)}:{int(expires)}".encode()
+    return hmac.new(staged_key(key), message, hashlib.sha256).hexdigest()
 
 
-def check_staged_token(quote_id: str, index: int, token: str, key: bytes | None = None) -> bool:
-    """Return True if ``token`` authorises staged file ``index`` of ``quote_id`` (constant-time)."""
+def check_staged_token(
+    quote_id: str,
+    index: int,
+    expires: int,
+    token: str,
+    key: bytes | None = None,
+    now: float | None = None,
+) -> bool:
+    """Return True if ``token`` authorises staged file ``index`` of ``quote_id`` and ``expires``
+    has not passed (constant-time comparison)."""
     if not isinstance(token, str) or not token.isascii():
         return False
-    return hmac.compare_digest(staged_token(quote_id, index, key), token.lower())
+    if int(expires) < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(staged_token(quote_id, index, expires, key), token.lower())
 
 
-def staged_file_url(base_url: str, quote_id: str, index: int, key: bytes | None = None) -> str:
-    """Return the private-API URL a microservice fetches staged file ``index`` of ``quote_id`` from.
+def staged_file_url(
+    base_url: str,
+    quote_id: str,
+    index: int,
+    key: bytes | None = None,
+    ttl_s: float = STAGED_URL_TTL_S,
+    now: float | None = None,
+) -> str:
+    """Return the private-API URL a microservice fetches staged file ``index`` of ``quote_id`` from,
+    valid for ``ttl_s`` seconds.
 
     ``base_url`` is the private API's base as the microservice reaches it (e.g. http://gateway:5001).
     """
-    token = staged_token(quote_id, index, key)
-    return f"{base_url.rstrip('/')}/staged/{quote(quote_id, safe='')}/{int(index)}?token={token}"
+    expires = int((time.time() if now is None else now) + ttl_s)
+    token = staged_token(quote_id, index, expires, key)
+    return (
+        f"{base_url.rstrip('/')}/staged/{quote(quote_id, safe='')}/{int(index)}"
+        f"?expires={expires}&token={token}"
+    )

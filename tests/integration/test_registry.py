@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import subprocess
 import threading
 import time
@@ -291,6 +292,10 @@ def test_staged_file_needs_a_valid_token(settings: Settings, private: str) -> No
         f"{private}/staged/{QUOTE_ID}/0",
         staged_file_url(private, QUOTE_ID, 1).replace("/1?", "/0?"),  # token of another index
         staged_file_url(private, "f" * 32, 0).replace("f" * 32, QUOTE_ID),  # of another quote
+        staged_file_url(private, QUOTE_ID, 0, ttl_s=-1),  # expired
+        good.replace("?expires=", "?expires=9"),  # expiry pushed out: the token no longer fits
+        re.sub(r"expires=[0-9]+&", "", good),  # no expiry
+        good.replace("?expires=", "?expires=-"),
     ):
         assert_error_shape(requests.get(url, timeout=10), 403)
     assert_error_shape(requests.get(staged_file_url(private, QUOTE_ID, 5), timeout=10), 404)

@@ -257,18 +257,20 @@ def test_bad_quote_id_refused_before_any_call(canned: str) -> None:
 # --- staged-file tokens -------------------------------------------------------------------------
 
 
-def test_staged_tokens_bind_quote_and_index() -> None:
-    key = b"k" * 32
-    token = remote.staged_token(QUOTE_ID, 0, key)
+def test_staged_tokens_bind_quote_index_and_expiry() -> None:
+    key, exp, now = b"k" * 32, 2_000_000_000, 1_900_000_000.0
+    token = remote.staged_token(QUOTE_ID, 0, exp, key)
     assert len(token) == 64 and int(token, 16) >= 0
-    assert remote.check_staged_token(QUOTE_ID, 0, token, key)
-    assert remote.check_staged_token(QUOTE_ID, 0, token.upper(), key)
-    assert not remote.check_staged_token(QUOTE_ID, 1, token, key)
-    assert not remote.check_staged_token("f" * 32, 0, token, key)
-    assert not remote.check_staged_token(QUOTE_ID, 0, token, b"j" * 32)
+    assert remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=now)
+    assert remote.check_staged_token(QUOTE_ID, 0, exp, token.upper(), key, now=now)
+    assert remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp)  # the last second
+    assert not remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp + 1)  # expired
+    assert not remote.check_staged_token(QUOTE_ID, 0, exp + 1, token, key, now=now)
+    assert not remote.check_staged_token(QUOTE_ID, 1, exp, token, key, now=now)
+    assert not remote.check_staged_token("f" * 32, 0, exp, token, key, now=now)
+    assert not remote.check_staged_token(QUOTE_ID, 0, exp, token, b"j" * 32, now=now)
     # derived key: not a plain HMAC under the runtime secret
-    assert token != hmac.new(key, f"{QUOTE_ID}:0".encode(), hashlib.sha256).hexdigest()
-    url = remote.staged_file_url("http://gw:5001/", QUOTE_ID, 2, key)
-    assert (
-        url == f"http://gw:5001/staged/{QUOTE_ID}/2?token={remote.staged_token(QUOTE_ID, 2, key)}"
-    )
+    assert token != hmac.new(key, f"{QUOTE_ID}:0:{exp}".encode(), hashlib.sha256).hexdigest()
+    url = remote.staged_file_url("http://gw:5001/", QUOTE_ID, 2, key, ttl_s=100, now=now)
+    token2 = remote.staged_token(QUOTE_ID, 2, int(now) + 100, key)
+    assert url == f"http://gw:5001/staged/{QUOTE_ID}/2?expires={int(now) + 100}&token={token2}"
