@@ -37,6 +37,7 @@ from api import create_app
 from tests.fakes.microservice import MICROSERVICE_ADDRESS, FakeMicroservice
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.services import VENV_BIN, RedisServer, Stack, free_port, stack_env, wait_for
+from workers.devchain import MAX_UINT256
 from workers.jobs import Jobs, Status, job_key
 from workers.paid_tasks import expire_files, redrive_paid_jobs
 from workers.payments import TRANSFER_TOPIC
@@ -368,6 +369,32 @@ def test_store_failure_after_payment_is_refunded(gateway: Gateway) -> None:
     assert "0x" + bytes(refund["transactionHash"]).hex() == job["data"]["refund_tx"]["tx_hash"]
     assert int.from_bytes(bytes(refund["data"]), "big") == amount
     assert tag_of(env, refund) == f"refund:{quote['quoteId']}".encode()
+
+
+def test_refund_that_cannot_be_sent_ends_refund_failed(gateway: Gateway) -> None:
+    """The treasury withdrew its allowance: the refund would revert, so none is sent (412)."""
+    gw, env = gateway, gateway.chain
+    user = env.users[0]
+    quote = get_quote(gw.base, user.address, [100], env.token_address)
+    amount = int(quote["tokenAmount"])
+    env.token_call(user, "approve", quote["approveAddress"], amount)
+    block = env.w3.eth.block_number
+    gw.proxy.delay = 5.0
+    try:
+        gw.proxy.arm("forward")
+        assert upload(gw.base, signed(user, quote["quoteId"]), [payload(4, 100)]).status_code == 200
+        assert gw.proxy.held.wait(30)
+        shutil.rmtree(gw.staging / quote["quoteId"])
+        env.token_call(env.treasury, "approve", env.gateway.address, 0)
+        assert wait_final(gw, quote["quoteId"]) == Status.REFUND_FAILED
+    finally:
+        gw.proxy.delay = 1.0
+        env.token_call(env.treasury, "approve", env.gateway.address, MAX_UINT256)
+    job = gw.jobs.get(quote["quoteId"])
+    assert job is not None and job["data"]["failure"]["name"] == "STAGED_FILE_MISSING"
+    assert "operator needed" in job["reason"]
+    assert len(transfers(env, user.address, env.treasury.address, block + 1)) == 1
+    assert transfers(env, env.treasury.address, user.address, block + 1) == []
 
 
 def pool_children(pid: int) -> list[int]:
