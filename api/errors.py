@@ -13,6 +13,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from occ_storage import errors as lib
 from workers.settings import ConfigError
+from workers.storage_jobs import LockBusyError
 
 log = logging.getLogger("api.errors")
 
@@ -117,6 +118,12 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("redis unavailable: %s", type(err).__name__)
         return respond(
             503, "Service temporarily unavailable: state store down", headers={"Retry-After": "5"}
+        )
+
+    @app.errorhandler(LockBusyError)
+    def _busy(err: LockBusyError) -> ResponseReturnValue:
+        return respond(
+            409, "The file is busy with a repair or rebalance; retry", headers={"Retry-After": "5"}
         )
 
     @app.errorhandler(ConfigError)

@@ -61,11 +61,14 @@ STATUS_TABLE_MARKDOWN = "\n".join(
     ["| code | name |", "|---|---|"] + [f"| {s.value} | {s.name} |" for s in Status]
 )
 
-# Forward-only compare-and-set: moves the status only to a strictly larger code.
+# Forward-only compare-and-set: moves the status only to a strictly larger code, and never out
+# of a final one (ARGV[4] lists the final codes, space-separated and padded).
+FINAL_CODES = " " + " ".join(str(int(s)) for s in Status if s.final) + " "
 _ADVANCE = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
 if tonumber(ARGV[1]) <= tonumber(cur) then return 0 end
+if string.find(ARGV[4], ' ' .. cur .. ' ', 1, true) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[3]) end
 return 1
@@ -138,18 +141,22 @@ class Jobs:
         out["status"] = int(out.get("status", 0))
         out["deliveries"] = int(out.get("deliveries", 0))
         out["data"] = json.loads(out.get("data") or "{}")
-        for k in ("created_at", "updated_at"):
+        for k in ("created_at", "updated_at", "polled_at"):
             out[k] = float(out.get(k, 0.0))
         return out
+
+    def touch(self, job_id: str) -> None:
+        """Record that a live task is polling the job (the sweeper leaves it alone meanwhile)."""
+        self.r.hset(job_key(job_id), "polled_at", f"{time.time():.6f}")
 
     def status(self, job_id: str) -> int:
         raw = self.r.hget(job_key(job_id), "status")
         return int(raw) if raw is not None else int(Status.NO_SUCH_QUOTE)
 
     def advance(self, job_id: str, status: Status, reason: str = "") -> bool:
-        """Move to `status` if it is larger than the current one; returns whether it moved."""
+        """Move to `status` if it is larger than the current, non-final one; returns whether it moved."""
         res = self._advance(
-            keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason]
+            keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason, FINAL_CODES]
         )
         return int(res) == 1
 
@@ -215,12 +222,14 @@ class Jobs:
         return total, jobs
 
     def stuck(self, kind: str, older_than: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs of `kind` in a non-final status not updated for `older_than` seconds."""
+        """Jobs of `kind` in a non-final status neither updated nor polled for `older_than` s."""
         out = []
         cutoff = time.time() - older_than
         for key in self.r.scan_iter(match=f"{PREFIX}job:*", count=500):
             job = self.get(key.decode()[len(f"{PREFIX}job:") :])
-            if job is None or job["kind"] != kind or job["updated_at"] > cutoff:
+            if job is None or job["kind"] != kind:
+                continue
+            if max(job["updated_at"], job["polled_at"]) > cutoff:
                 continue
             try:
                 final = Status(job["status"]).final

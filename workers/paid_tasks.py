@@ -61,9 +61,10 @@ MAX_ATTEMPTS = {"payment": 200, "store": 60, "refund": 200}
 PAYMENT_GRACE_S = 300  # an upload accepted just before expiry may still be charged this long after
 NONCE_LOCK_TIMEOUT_S = 5  # short: a killed holder blocks other payments only this long
 NONCE_LOCK_WAIT_S = 30
-QUOTE_LOCK_TIMEOUT_S = 300
+QUOTE_LOCK_TTL_S = 5  # renewed while held: a killed store blocks its re-delivery this long
 POLL_BASE_S = 0.5
 POLL_MAX_S = 15.0
+POLL_RETRIES = 1_000_000  # in effect unlimited: see _poll
 REMOTE_DEADLINE_S = 24 * 3600
 REDRIVE_AFTER_S = 600
 STAGING_ORPHAN_AGE_S = 3600
@@ -152,11 +153,18 @@ def payments_for(rt: Runtime, data: dict[str, Any]) -> TokenPayments:
     return _payments[key]
 
 
-def _poll(task: Any, extra: float = 0.0) -> Exception:
-    """A Retry for polling (confirmations, a microservice): short, growing, jittered delays."""
+def _poll(task: Any, rt: Runtime, quote_id: str, extra: float = 0.0) -> Exception:
+    """A Retry for polling (confirmations, a microservice, a busy lock): short, growing, jittered.
+
+    Polling has no retry limit of its own (Celery's ``retry(max_retries=None)`` would mean the
+    task's default of 8): it ends by the job's bounds (MAX_ATTEMPTS, REMOTE_DEADLINE_S, quote
+    expiry). Each poll marks the job as polled, so the sweeper re-drives only a job whose
+    polling chain died.
+    """
+    rt.jobs.touch(quote_id)
     n = int(task.request.retries or 0)
     countdown = min(POLL_MAX_S, POLL_BASE_S * 1.5**n + extra) * random.uniform(0.8, 1.2)
-    exc: Exception = task.retry(countdown=countdown, max_retries=None)
+    exc: Exception = task.retry(countdown=countdown, max_retries=POLL_RETRIES)
     return exc
 
 
@@ -298,7 +306,7 @@ def process_payment(self: Any, quote_id: str) -> None:
     except TransferWouldRevertError:
         if _check_fails(rt, quote_id, pay, user, amount):  # changed since the check
             return
-        raise _poll(self, 2.0) from None
+        raise _poll(self, rt, quote_id, 2.0) from None
     except BroadcastError:
         _fail_unpaid(
             rt, quote_id, Status.PAYMENT_REJECTED, "the node refused the gateway's transfer"
@@ -317,7 +325,7 @@ def process_payment(self: Any, quote_id: str) -> None:
     else:
         if verdict.state is PaymentState.CONFIRMING:
             rt.jobs.advance(quote_id, Status.PAYMENT_CONFIRMING)
-        raise _poll(self)
+        raise _poll(self, rt, quote_id)
 
 
 def _advance(rt: Runtime, quote_id: str, status: Status) -> None:
@@ -387,23 +395,30 @@ def store_paid(self: Any, quote_id: str) -> None:
     if status == Status.REFUNDING:
         refund_payment.delay(quote_id)
         return
-    if rt.jobs.count_attempt(quote_id, "store") > MAX_ATTEMPTS["store"]:
+    # polling a microservice is bounded by REMOTE_DEADLINE_S; a crash loop by the delivery count
+    polling = status == Status.REMOTE_PENDING and job["data"].get("remote_uploaded")
+    if not polling and rt.jobs.count_attempt(quote_id, "store") > MAX_ATTEMPTS["store"]:
         _fail_paid(rt, quote_id, Status.STORE_INTERNAL_ERROR, "store task delivered too many times")
         return
-    lock = rt.redis.lock(
-        f"occ:lock:quote:{quote_id}", timeout=QUOTE_LOCK_TIMEOUT_S, blocking_timeout=0
-    )
-    if not lock.acquire():
-        raise _poll(self, 5.0)  # another delivery is storing it right now
     try:
-        if job["data"].get("type") == OCC_TYPE:
-            _store_occ(rt, quote_id, job["data"])
+        with storage_jobs.renewed_lock(rt.redis, f"occ:lock:quote:{quote_id}", 0, QUOTE_LOCK_TTL_S):
+            _store_or_refund(self, rt, quote_id, job["data"])
+    except storage_jobs.LockBusyError:
+        # another delivery is storing it, or died doing so and its lock lapses within the TTL
+        raise _poll(self, rt, quote_id, 2.0) from None
+
+
+def _store_or_refund(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -> None:
+    try:
+        if data.get("type") == OCC_TYPE:
+            _store_occ(rt, quote_id, data)
         else:
-            _store_remote(self, rt, quote_id, job["data"])
+            _store_remote(task, rt, quote_id, data)
     except Retry:
         raise
     except TRANSIENT as exc:
-        if int(self.request.retries or 0) < int(RETRY["max_retries"]):
+        # a remote upload may still complete: never refund it on a blip (the sweeper re-drives)
+        if data.get("type") != OCC_TYPE or int(task.request.retries or 0) < RETRY["max_retries"]:
             raise  # autoretry with backoff and jitter
         _fail_paid(
             rt, quote_id, Status.STORE_INTERNAL_ERROR, f"storage unavailable ({type(exc).__name__})"
@@ -413,9 +428,6 @@ def store_paid(self: Any, quote_id: str) -> None:
         _fail_paid(
             rt, quote_id, Status.STORE_INTERNAL_ERROR, f"internal error ({type(exc).__name__})"
         )
-    finally:
-        with contextlib.suppress(redis.exceptions.LockError):
-            lock.release()
 
 
 def _merged_expiry(rt: Runtime, file_hash: str, paid_until: float) -> float | None:
@@ -526,11 +538,11 @@ def _store_remote(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -
             _fail_paid(rt, quote_id, Status.BACKEND_FAILED, f"storage refused the upload: {exc}")
             return
         log.warning("storage unreachable: %s", exc, extra={"quote_id": quote_id})
-        raise _poll(task, 2.0) from None
+        raise _poll(task, rt, quote_id, 2.0) from None
     if 200 <= status < 300 or 401 <= status <= 499:
         _fail_paid(rt, quote_id, Status.BACKEND_FAILED, f"storage reported status {status}")
         return
-    raise _poll(task)
+    raise _poll(task, rt, quote_id)
 
 
 # --- refunds ----------------------------------------------------------------------------------
@@ -585,7 +597,7 @@ def refund_payment(self: Any, quote_id: str) -> None:
             quote_id, Status.REFUND_FAILED, f"refund {prepared.tx_hash}: {verdict.reason}"
         )
     else:
-        raise _poll(self)
+        raise _poll(self, rt, quote_id)
 
 
 # --- sweeping and expiry -----------------------------------------------------------------------

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, cast
 
+import redis
+
 from occ_storage.index import Manifest
 from workers.jobs import Status
 from workers.runtime import get_runtime
@@ -20,21 +22,31 @@ log = logging.getLogger("workers.storage")
 LOCK_TTL_S = 30  # a dead holder's lock lapses this soon; a live holder renews it
 
 
+class LockBusyError(TimeoutError):
+    """Another job holds the lock (a file being repaired, a paid quote being stored)."""
+
+
 @contextlib.contextmanager
-def file_lock(file_hash: str, wait_s: float = 600) -> Iterator[None]:
-    """Serialise repair, rebalance and delete of one file across processes (a renewed Redis lock)."""
-    rt = get_runtime()
-    lock = rt.redis.lock(f"occ:lock:file:{file_hash}", timeout=LOCK_TTL_S, blocking_timeout=wait_s)
-    if not lock.acquire():
-        raise TimeoutError(f"file {file_hash} is locked by another job")
+def renewed_lock(
+    client: redis.Redis, name: str, wait_s: float, ttl_s: float = LOCK_TTL_S
+) -> Iterator[None]:
+    """Hold the Redis lock ``name`` across processes, renewed by a thread every ttl_s/3.
+
+    A SIGKILLed holder cannot release it, so it lapses within ``ttl_s``; a live holder keeps it
+    however long the work takes. Raises LockBusyError if it is not free within ``wait_s``.
+    """
+    # thread_local=False: the renewing thread must see the token the acquiring thread got
+    lock = client.lock(name, timeout=ttl_s, blocking_timeout=wait_s, thread_local=False)
+    if not lock.acquire(blocking=wait_s > 0):
+        raise LockBusyError(f"{name} is held by another job")
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(LOCK_TTL_S / 3):
+        while not stop.wait(ttl_s / 3):
             try:
                 lock.reacquire()
             except Exception:  # lost the lock: the work is idempotent, the next holder redoes it
-                log.warning("file lock lost", extra={"file_hash": file_hash})
+                log.warning("lock lost", extra={"event": name})
                 return
 
     keeper = threading.Thread(target=renew, daemon=True)
@@ -46,6 +58,11 @@ def file_lock(file_hash: str, wait_s: float = 600) -> Iterator[None]:
         keeper.join()
         with contextlib.suppress(Exception):
             lock.release()
+
+
+def file_lock(file_hash: str, wait_s: float = 600) -> contextlib.AbstractContextManager[None]:
+    """Serialise repair, rebalance and delete of one file across processes."""
+    return renewed_lock(get_runtime().redis, f"occ:lock:file:{file_hash}", wait_s)
 
 
 def _enqueue(task_name: str, *args: Any) -> None:
@@ -140,7 +157,7 @@ def verify_file(file_hash: str) -> dict[str, Any]:
 def delete_file(file_hash: str) -> None:
     rt = get_runtime()
     rt.store.manifest(file_hash)  # 404 before anything changes
-    with file_lock(file_hash, wait_s=60):
+    with file_lock(file_hash, wait_s=10):
         rt.store.delete(file_hash)
     log.info("deleted file", extra={"file_hash": file_hash})
 

@@ -247,6 +247,7 @@ class FileItem(MethodView):
     @blp.alt_response(400, description="Malformed hash")
     @blp.alt_response(401, description="API key required")
     @blp.alt_response(404, description="No such file")
+    @blp.alt_response(409, description="A repair or rebalance holds the file; retry")
     def delete(self, file_hash: str) -> None:
         """Delete a file: its manifest everywhere, and every chunk no other file uses."""
         require_api_key()

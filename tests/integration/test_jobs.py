@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.fixtures.services import RedisServer
-from workers.jobs import Jobs, Status
+from tests.fixtures.services import ROOT, RedisServer
+from workers.jobs import Jobs, Status, job_key
+from workers.storage_jobs import LockBusyError, renewed_lock
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +32,7 @@ def test_status_only_moves_forward(jobs: Jobs) -> None:
     assert not jobs.advance("q1", Status.QUOTED)
     assert jobs.advance("q1", Status.DONE)
     assert not jobs.advance("q1", Status.STORING)
+    assert not jobs.advance("q1", Status.REFUNDING)  # never out of a final status
     job = jobs.get("q1")
     assert job is not None and job["status"] == 400 and job["data"] == {"a": 1}
     assert jobs.status("unknown") == 0
@@ -60,3 +66,38 @@ def test_history_is_newest_first(jobs: Jobs) -> None:
 def test_delivery_counter(jobs: Jobs) -> None:
     jobs.create("d", "replicate", Status.STORE_QUEUED)
     assert [jobs.count_delivery("d") for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_polled_job_is_not_stuck(jobs: Jobs) -> None:
+    jobs.create("p", "quote", Status.REMOTE_PENDING)
+    jobs.r.hset(job_key("p"), "updated_at", f"{time.time() - 3600:.6f}")
+    assert [j["id"] for j in jobs.stuck("quote", older_than=600)] == ["p"]
+    jobs.touch("p")  # a live polling chain
+    assert jobs.stuck("quote", older_than=600) == []
+    assert [j["id"] for j in jobs.stuck("quote", older_than=0)] == ["p"]
+
+
+def test_renewed_lock_outlives_its_ttl_while_held_and_lapses_when_the_holder_dies(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    with renewed_lock(client, "occ:lock:t", 0, ttl_s=0.6):
+        time.sleep(1.5)  # 2.5 TTLs: kept by renewal
+        with pytest.raises(LockBusyError), renewed_lock(client, "occ:lock:t", 0, ttl_s=0.6):
+            pass
+    with renewed_lock(client, "occ:lock:t", 0, ttl_s=0.6):
+        pass  # released on exit
+    # a holder SIGKILLed while holding it: no release, no renewal
+    code = (
+        "import os, redis, signal, sys; "
+        "from workers.storage_jobs import renewed_lock; "
+        f"c = redis.Redis(port={redis_server.port}); "
+        "cm = renewed_lock(c, 'occ:lock:t', 0, ttl_s=0.6); cm.__enter__(); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == -signal.SIGKILL
+    with pytest.raises(LockBusyError), renewed_lock(client, "occ:lock:t", 0, ttl_s=0.6):
+        pass
+    time.sleep(0.7)
+    with renewed_lock(client, "occ:lock:t", 0, ttl_s=0.6):
+        pass  # lapsed within the TTL

@@ -9,6 +9,7 @@ right there, or deletes the staged files to force a storing failure after paymen
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -34,9 +35,19 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from api import create_app
+from occ_storage.nodes import TEMP_PREFIX, LocalDirNode
 from tests.fakes.microservice import MICROSERVICE_ADDRESS, FakeMicroservice
 from tests.fixtures.chain import ChainEnv
-from tests.fixtures.services import VENV_BIN, RedisServer, Stack, free_port, stack_env, wait_for
+from tests.fixtures.services import (
+    VENV_BIN,
+    RedisServer,
+    Stack,
+    all_chunk_files,
+    bad_chunk_files,
+    free_port,
+    stack_env,
+    wait_for,
+)
 from workers.devchain import MAX_UINT256
 from workers.jobs import Jobs, Status, job_key
 from workers.paid_tasks import expire_files, redrive_paid_jobs
@@ -438,6 +449,55 @@ def test_worker_killed_at_payment_sent_pays_exactly_once(gateway: Gateway) -> No
     assert env.balance(env.treasury.address) - treasury_before == sum(
         int(q["tokenAmount"]) for q in quotes
     )
+
+
+def test_worker_killed_during_store_every_job_reaches_400(gateway: Gateway) -> None:
+    """Reliability row 3: SIGKILL the pool process at random points of the store, 20 times."""
+    gw, env = gateway, gateway.chain
+    user = env.users[1]
+    rng = np.random.default_rng(3)
+    env.token_call(user, "approve", env.gateway.address, 10**24)
+    kills: list[tuple[int, int]] = []  # (status, files stored so far) at each kill
+    stored: dict[str, list[bytes]] = {}
+    for i in range(3 * KILLS):
+        if len(kills) == KILLS:
+            break
+        files = [payload(300 + 2 * i + j, 6_000_000 + i) for j in range(2)]  # 48 chunks, ~0.1 s
+        qid = get_quote(gw.base, user.address, [len(f) for f in files], env.token_address)[
+            "quoteId"
+        ]
+        assert upload(gw.base, signed(user, qid), files).status_code == 200
+        wait_for(lambda qid=qid: gw.jobs.status(qid) >= Status.STORING, 60, "storing", 0.002)
+        time.sleep(rng.uniform(0.0, 0.1))  # anywhere from the staged-file check to the end
+        job = gw.jobs.get(qid)
+        assert job is not None
+        if job["status"] < Status.DONE:
+            for child in pool_children(gw.worker.pid):
+                os.kill(child, signal.SIGKILL)
+            kills.append((job["status"], len(job["data"].get("stored", []))))
+        assert wait_final(gw, qid, 120) == Status.DONE
+        job = gw.jobs.get(qid)
+        assert job is not None and [s["file_hash"] for s in job["data"]["stored"]] == [
+            hashlib.sha256(f).hexdigest() for f in files
+        ]
+        stored[qid] = files
+    print(f"{len(kills)} kills inside {len(stored)} stores: {kills}")
+    assert len(kills) == KILLS
+    assert {n for _, n in kills} == {0, 1}  # before any file was stored, and between the two
+    for qid, files in stored.items():
+        links = requests.get(f"{gw.base}/getLink", params=signed(user, qid), timeout=10).json()
+        for link, data in zip(links, files, strict=True):
+            assert requests.get(link["url"], timeout=30).content == data
+    assert all_chunk_files(gw.stack.storage_dir)
+    assert bad_chunk_files(gw.stack.storage_dir) == []  # no partial chunk under a final name
+    # what the kills left behind is temp files only, and the janitor's sweep removes them
+    others = {p for p in gw.stack.storage_dir.glob("node_*/chunks/*/*/*")} - set(
+        all_chunk_files(gw.stack.storage_dir)
+    )
+    assert all(p.name.startswith(TEMP_PREFIX) for p in others)
+    nodes = [LocalDirNode(d, d.name) for d in sorted(gw.stack.storage_dir.glob("node_*"))]
+    assert sum(node.cleanup_temp(0) for node in nodes) == len(others)
+    print(f"{len(others)} orphan temp files removed by the janitor")
 
 
 def test_concurrent_uploads_with_one_nonce_accept_exactly_one(gateway: Gateway) -> None:

@@ -23,7 +23,14 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.services import Stack, free_port, stop, wait_for
+from tests.fixtures.services import (
+    Stack,
+    all_chunk_files,
+    bad_chunk_files,
+    free_port,
+    stop,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,15 +117,6 @@ def download_digest(base: str, file_hash: str) -> tuple[int, str, int]:
 
 def chunk_path(storage: Path, node: str, chunk_id: str) -> Path:
     return storage / node / "chunks" / chunk_id[:2] / chunk_id[2:4] / chunk_id
-
-
-def all_chunk_files(storage: Path) -> list[Path]:
-    return [p for p in storage.glob("node_*/chunks/*/*/*") if p.is_file()]
-
-
-def bad_chunk_files(storage: Path) -> list[Path]:
-    """Chunk files on disk whose content does not hash to their name."""
-    return [p for p in all_chunk_files(storage) if sha(p.read_bytes()) != p.name]
 
 
 def flip_byte(path: Path, rng: np.random.Generator) -> None:
