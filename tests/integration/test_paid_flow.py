@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -352,21 +352,30 @@ def test_full_flow_pays_once_stores_and_links(gateway: Gateway) -> None:
     assert entry["status"] == 400 and entry["tokenAmount"] == quote["tokenAmount"]
 
 
-def test_store_failure_after_payment_is_refunded(gateway: Gateway) -> None:
-    gw, env = gateway, gateway.chain
-    user = env.users[1]
-    quote = get_quote(gw.base, user.address, [5000], env.token_address)
-    amount = int(quote["tokenAmount"])
-    env.token_call(user, "approve", quote["approveAddress"], amount)
-    user_before = env.balance(user.address)
-    treasury_before = env.balance(env.treasury.address)
-    block = env.w3.eth.block_number
-
-    gw.proxy.arm("forward")  # hold the transfer's broadcast while the staged file vanishes
-    assert upload(gw.base, signed(user, quote["quoteId"]), [payload(3, 5000)]).status_code == 200
+def pay_then_lose_the_staged_file(
+    gw: Gateway, user: LocalAccount, size: int, meanwhile: Callable[[], object] = lambda: None
+) -> dict[str, Any]:
+    """Upload a quote, and while its transfer's broadcast is held, delete its staged file."""
+    env = gw.chain
+    quote = get_quote(gw.base, user.address, [size], env.token_address)
+    env.token_call(user, "approve", quote["approveAddress"], int(quote["tokenAmount"]))
+    gw.proxy.arm("forward")
+    assert upload(gw.base, signed(user, quote["quoteId"]), [payload(size, size)]).status_code == 200
     assert gw.proxy.held.wait(30)
     assert gw.jobs.status(quote["quoteId"]) == Status.PAYMENT_SENT
     shutil.rmtree(gw.staging / quote["quoteId"])
+    meanwhile()
+    return quote
+
+
+def test_store_failure_after_payment_is_refunded(gateway: Gateway) -> None:
+    gw, env = gateway, gateway.chain
+    user = env.users[1]
+    user_before = env.balance(user.address)
+    treasury_before = env.balance(env.treasury.address)
+    block = env.w3.eth.block_number
+    quote = pay_then_lose_the_staged_file(gw, user, 5000)
+    amount = int(quote["tokenAmount"])
 
     assert wait_final(gw, quote["quoteId"]) == Status.REFUNDED
     job = gw.jobs.get(quote["quoteId"])
@@ -386,17 +395,12 @@ def test_refund_that_cannot_be_sent_ends_refund_failed(gateway: Gateway) -> None
     """The treasury withdrew its allowance: the refund would revert, so none is sent (412)."""
     gw, env = gateway, gateway.chain
     user = env.users[0]
-    quote = get_quote(gw.base, user.address, [100], env.token_address)
-    amount = int(quote["tokenAmount"])
-    env.token_call(user, "approve", quote["approveAddress"], amount)
     block = env.w3.eth.block_number
     gw.proxy.delay = 5.0
     try:
-        gw.proxy.arm("forward")
-        assert upload(gw.base, signed(user, quote["quoteId"]), [payload(4, 100)]).status_code == 200
-        assert gw.proxy.held.wait(30)
-        shutil.rmtree(gw.staging / quote["quoteId"])
-        env.token_call(env.treasury, "approve", env.gateway.address, 0)
+        quote = pay_then_lose_the_staged_file(
+            gw, user, 100, lambda: env.token_call(env.treasury, "approve", env.gateway.address, 0)
+        )
         assert wait_final(gw, quote["quoteId"]) == Status.REFUND_FAILED
     finally:
         gw.proxy.delay = 1.0
@@ -488,6 +492,14 @@ def test_worker_killed_during_store_every_job_reaches_400(gateway: Gateway) -> N
         links = requests.get(f"{gw.base}/getLink", params=signed(user, qid), timeout=10).json()
         for link, data in zip(links, files, strict=True):
             assert requests.get(link["url"], timeout=30).content == data
+
+    def replicated(file_hash: str) -> bool:
+        report = requests.get(f"{gw.base}/verify/{file_hash}", timeout=60).json()
+        return bool(report["replication"]["min"] == 3)
+
+    for files in stored.values():  # the background copies complete too (and stop writing)
+        for h in (hashlib.sha256(f).hexdigest() for f in files):
+            wait_for(lambda h=h: replicated(h), 120, f"{h} at r = 3")
     assert all_chunk_files(gw.stack.storage_dir)
     assert bad_chunk_files(gw.stack.storage_dir) == []  # no partial chunk under a final name
     # what the kills left behind is temp files only, and the janitor's sweep removes them
