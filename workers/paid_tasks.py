@@ -51,7 +51,7 @@ from workers.payments import (
     TransferWouldRevertError,
     load_token_abi,
 )
-from workers.remote import RemoteError, RemoteStorageClient, staged_file_url
+from workers.remote import STAGED_URL_TTL_S, RemoteError, RemoteStorageClient, staged_file_url
 from workers.runtime import Runtime, get_runtime
 from workers.settings import ConfigError, Settings
 
@@ -65,7 +65,7 @@ QUOTE_LOCK_TTL_S = 5  # renewed while held: a killed store blocks its re-deliver
 POLL_BASE_S = 0.5
 POLL_MAX_S = 15.0
 POLL_RETRIES = 1_000_000  # in effect unlimited: see _poll
-REMOTE_DEADLINE_S = 24 * 3600
+REMOTE_DEADLINE_S = STAGED_URL_TTL_S  # staged-file URLs stay valid until the deadline
 REDRIVE_AFTER_S = 600
 STAGING_ORPHAN_AGE_S = 3600
 EXPIRY_KEY = "occ:paid:expiry"  # zset file_hash -> paid-until (unix seconds)
@@ -511,13 +511,7 @@ def _store_remote(task: Any, rt: Runtime, quote_id: str, data: dict[str, Any]) -
                     base = private_base_url(rt.settings)
                     files = [
                         {
-                            "url": staged_file_url(
-                                base,
-                                quote_id,
-                                int(f["index"]),
-                                rt.sketch_key,
-                                ttl_s=REMOTE_DEADLINE_S,
-                            ),
+                            "url": staged_file_url(base, quote_id, int(f["index"]), rt.sketch_key),
                             "length": int(f["length"]),
                             "sha256": f["sha256"],
                             "content_type": "application/octet-stream",

@@ -503,7 +503,7 @@ def test_worker_killed_during_store_every_job_reaches_400(gateway: Gateway) -> N
     assert all_chunk_files(gw.stack.storage_dir)
     assert bad_chunk_files(gw.stack.storage_dir) == []  # no partial chunk under a final name
     # what the kills left behind is temp files only, and the janitor's sweep removes them
-    others = {p for p in gw.stack.storage_dir.glob("node_*/chunks/*/*/*")} - set(
+    others = set(gw.stack.storage_dir.glob("node_*/chunks/*/*/*")) - set(
         all_chunk_files(gw.stack.storage_dir)
     )
     assert all(p.name.startswith(TEMP_PREFIX) for p in others)
