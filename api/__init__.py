@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+import swagger_ui_bundle
+from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -16,6 +17,7 @@ from workers.logs import configure_logging
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings
 
+SWAGGER_ASSETS = "/docs/assets"
 DESCRIPTION = f"""
 Storage gateway: direct uploads into the OCC replicated chunk store, and paid uploads
 (Ocean Protocol's storage-backend protocol) settled in ERC-20 tokens on an EVM chain.
@@ -43,7 +45,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's own files are served from the pinned pip package: /docs works offline.
+        OPENAPI_SWAGGER_UI_URL=f"{SWAGGER_ASSETS}/",
         API_SPEC_OPTIONS={"info": {"description": DESCRIPTION}},
         # +1: werkzeug's limited stream raises once a read reaches the limit, so a body of
         # exactly MAX_UPLOAD_SIZE bytes must stay below it; one byte more is a 413.
@@ -80,6 +83,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for blp in (health_blp, storage_blp, jobs_blp, paid_blp):
         api.register_blueprint(blp)
+
+    @app.get(f"{SWAGGER_ASSETS}/<path:name>")
+    def swagger_asset(name: str) -> Response:
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
+
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -310,6 +311,16 @@ def test_openapi_and_docs(stack: Stack) -> None:
     assert "PAYMENT_QUEUED" in spec["info"]["description"]
     docs = requests.get(f"http://127.0.0.1:{port}/docs", timeout=5)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # the page's scripts and styles come from the gateway itself, not a CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        got = requests.get(f"http://127.0.0.1:{port}{asset}", timeout=5)
+        assert got.status_code == 200 and len(got.content) > 1000, asset
+    for bad in ("nope.js", "..%2f..%2fapi%2f__init__.py"):
+        missing = requests.get(f"http://127.0.0.1:{port}/docs/assets/{bad}", timeout=5)
+        assert missing.status_code == 404 and missing.json()["code"] == 404, bad
 
 
 def test_redis_down_gives_503_with_retry_after(stack: Stack, tmp_path: Path) -> None:
