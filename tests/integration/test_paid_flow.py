@@ -50,7 +50,7 @@ from tests.fixtures.services import (
 )
 from workers.devchain import MAX_UINT256
 from workers.jobs import Jobs, Status, job_key
-from workers.paid_tasks import expire_files, redrive_paid_jobs
+from workers.paid_tasks import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
 from workers.payments import TRANSFER_TOPIC
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings
@@ -410,6 +410,36 @@ def test_refund_that_cannot_be_sent_ends_refund_failed(gateway: Gateway) -> None
     assert "operator needed" in job["reason"]
     assert len(transfers(env, user.address, env.treasury.address, block + 1)) == 1
     assert transfers(env, env.treasury.address, user.address, block + 1) == []
+
+
+def test_transfer_never_mined_ends_payment_timeout(gateway: Gateway) -> None:
+    """A broadcast transfer stays pending until the payment task's delivery budget is spent: 203,
+    nothing stored, and the status stays 203 when the transfer is mined later (operator case)."""
+    gw, env = gateway, gateway.chain
+    user = env.users[0]
+    quote = get_quote(gw.base, user.address, [3000], env.token_address)
+    qid = quote["quoteId"]
+    env.token_call(user, "approve", quote["approveAddress"], int(quote["tokenAmount"]))
+    rpc = env.w3.provider.make_request
+    rpc("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        assert upload(gw.base, signed(user, qid), [payload(7, 3000)]).status_code == 200
+        wait_for(lambda: gw.jobs.status(qid) == Status.PAYMENT_SENT, 60, "payment sent")
+        time.sleep(1.0)  # the task is polling for a receipt that does not come
+        assert gw.jobs.status(qid) == Status.PAYMENT_SENT
+        gw.redis.hset(job_key(qid), "deliveries_payment", MAX_ATTEMPTS["payment"])
+        assert wait_final(gw, qid, 120) == Status.PAYMENT_TIMEOUT
+        assert status(gw.base, qid) == Status.PAYMENT_TIMEOUT
+    finally:
+        rpc("evm_setAutomine", [True])  # type: ignore[arg-type]
+        env.mine(1)
+    job = gw.jobs.get(qid)
+    assert job is not None and "needs an operator" in job["reason"]
+    tx_hash = job["data"]["payment_tx"]["tx_hash"]
+    assert env.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)["status"] == 1
+    time.sleep(2.0)  # a late delivery must not move a final status
+    assert gw.jobs.status(qid) == Status.PAYMENT_TIMEOUT
+    assert "stored" not in gw.jobs.get(qid)["data"]  # type: ignore[index]
 
 
 def pool_children(pid: int) -> list[int]:
