@@ -39,4 +39,5 @@ beat_schedule = {
     "sweep": {"task": "sweep_jobs", "schedule": float(os.environ.get("SWEEP_INTERVAL", "60"))},
     "janitor": {"task": "clean_temp", "schedule": float(os.environ.get("JANITOR_INTERVAL", "600"))},
     "expire": {"task": "expire_paid_files", "schedule": 3600.0},
+    "orphans": {"task": "sweep_orphan_chunks", "schedule": 6 * 3600.0},
 }

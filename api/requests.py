@@ -1,15 +1,54 @@
-"""Request class that streams uploaded files to the staging directory, never to memory."""
+"""Request class: uploaded files stream to the staging directory, and a body must be whole."""
 
 from __future__ import annotations
 
+import io
 import tempfile
-from typing import IO
+from typing import IO, cast
 
 from flask import Request, current_app
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import get_input_stream
+
+
+class _WholeBody(io.RawIOBase):
+    """The body stream, failing with ClientDisconnected if it ends before Content-Length.
+
+    gunicorn sets wsgi.input_terminated, so werkzeug trusts it to end the input and does not
+    check the length; gunicorn then reports a client that hangs up midway as a normal end of
+    the body. Without this check a cut-off upload would be stored as a (shorter) file.
+    """
+
+    def __init__(self, inner: IO[bytes], length: int) -> None:
+        self._inner = inner
+        self._length = length
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(min(len(buffer), self._left)) if self._left else b""
+        n = len(data)
+        if n == 0 and self._left and len(buffer):
+            got = self._length - self._left
+            raise ClientDisconnected(
+                f"The request body ended after {got} of {self._length} bytes (Content-Length)."
+            )
+        buffer[:n] = data
+        self._left -= n
+        return n
 
 
 class StagingRequest(Request):
     """Multipart file parts are written to STORAGE_DIR/staging (same filesystem as the nodes)."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        inner = get_input_stream(self.environ, max_content_length=self.max_content_length)
+        length = self.content_length
+        return inner if length is None else cast(IO[bytes], _WholeBody(inner, length))
 
     def _get_file_stream(
         self,

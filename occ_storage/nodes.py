@@ -91,6 +91,14 @@ class NodeBackend(Protocol):
         """Remove the replica; return True if there was one."""
         ...
 
+    def stale_chunks(self, older_than_s: float) -> Iterator[str]:
+        """Yield the id of every chunk last written or claimed more than `older_than_s` ago."""
+        ...
+
+    def discard_if_stale(self, chunk_id: str, older_than_s: float) -> bool:
+        """Remove the replica unless a put claimed it meanwhile; return True if removed."""
+        ...
+
     def chunk_size_on_disk(self, chunk_id: str) -> int:
         """Return the stored size in bytes; raise ChunkMissingError if absent."""
         ...
@@ -257,7 +265,7 @@ class LocalDirNode:
                 seen.add(final)
                 if not overwrite:
                     try:
-                        os.stat(final)
+                        os.utime(final)  # present: claimed for this put (see discard_if_stale)
                         continue
                     except (FileNotFoundError, NotADirectoryError):
                         pass
@@ -357,6 +365,41 @@ class LocalDirNode:
 
     def delete_chunk(self, chunk_id: str) -> bool:
         return self._unlink(self._chunk_file(chunk_id))
+
+    def stale_chunks(self, older_than_s: float) -> Iterator[str]:
+        cutoff = time.time() - older_than_s
+        for entry in self._walk(self._chunks, 2):
+            try:
+                if HASH_RE.fullmatch(entry.name) and entry.stat().st_mtime <= cutoff:
+                    yield entry.name
+            except OSError:
+                continue  # removed while walking
+
+    def discard_if_stale(self, chunk_id: str, older_than_s: float) -> bool:
+        """Move the chunk aside, then delete it only if no put touched it before the move.
+
+        A put that finds a chunk present claims it with utime(2). Either the claim comes first
+        (the moved file is fresh: it is moved back) or the move does (the claim fails and the
+        put writes a new copy), so a chunk a put relies on is never removed.
+        """
+        final = self._chunk_file(chunk_id)
+        trash = os.path.join(
+            os.path.dirname(final), f"{TEMP_PREFIX}gc-{secrets.token_hex(6)}-{chunk_id}"
+        )
+        try:
+            os.rename(final, trash)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise self._error("discard failed", exc) from exc
+        try:
+            if os.stat(trash).st_mtime > time.time() - older_than_s:
+                os.replace(trash, final)  # claimed meanwhile: keep it
+                return False
+            os.unlink(trash)
+            return True
+        except OSError as exc:
+            raise self._error("discard failed", exc) from exc
 
     def delete_manifest(self, file_hash: str) -> bool:
         return self._unlink(self._manifest_file(file_hash))

@@ -344,8 +344,8 @@ class ChunkStore:
         is then written to the r nodes chosen for the file hash and to the index. Chunks are
         copy-if-absent, so storing the same content again adds no replicas and keeps one
         manifest (with the new name and r). The name is metadata only. If the stream fails
-        midway nothing is registered; chunks already written stay as orphans (harmless,
-        content-addressed, and reused by a later put of the same content).
+        midway nothing is registered; chunks already written stay as orphans until
+        `sweep_orphans` removes them (or a later put of the same content reuses them).
         """
         r = self._check_r(replication_factor)
         w = r if quorum is None else quorum
@@ -734,6 +734,44 @@ class ChunkStore:
         errors += self._delete_unreferenced(m.chunk_ids())
         if errors:
             raise NodeError(f"delete {m.file_hash} incomplete: {'; '.join(errors[:3])}")
+
+    def sweep_orphans(self, older_than_s: float) -> int:
+        """Remove chunk replicas that no manifest references, written or claimed over `older_than_s` ago.
+
+        Orphans come from uploads that failed midway (put() registers nothing then). The
+        references are read from the manifests on the nodes (the index is only a cache) and
+        the index is asked too; a node that cannot be listed, or a manifest no copy of which
+        parses, stops the sweep (NodeError) rather than risk a chunk in use. A put running
+        longer than `older_than_s` could lose the chunks it wrote first: keep it above the
+        longest upload. Returns the number of replicas removed.
+        """
+        if not math.isfinite(older_than_s) or older_than_s < 0:
+            raise ValueError("older_than_s must be a finite number >= 0")
+        holders: dict[str, list[NodeBackend]] = {}
+        for node in self.nodes:
+            for fh in node.list_manifests():
+                holders.setdefault(fh, []).append(node)
+        referenced: set[str] = set()
+        for fh, nodes in holders.items():
+            parsed = failed = 0
+            for node in nodes:
+                try:
+                    raw = node.get_manifest(fh)
+                    if raw is None:
+                        continue  # deleted meanwhile
+                    referenced.update(Manifest.from_json(raw).chunk_ids())
+                    parsed += 1
+                except (NodeError, ManifestError):
+                    failed += 1
+            if failed and not parsed:
+                raise NodeError(f"orphan sweep stopped: no copy of manifest {fh} is readable")
+        removed = 0
+        for node in self.nodes:
+            for cid in list(node.stale_chunks(older_than_s)):
+                if cid in referenced or self.index.chunk_target(cid) != 0:
+                    continue
+                removed += node.discard_if_stale(cid, older_than_s)
+        return removed
 
     # index -------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from workers.storage_jobs import file_lock
 log = logging.getLogger("workers.tasks")
 
 MAX_DELIVERIES = 10
+ORPHAN_CHUNK_AGE_S = 86_400.0  # longer than any upload (see ChunkStore.sweep_orphans)
 TRANSIENT = (NodeError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 RETRY = {
     "autoretry_for": TRANSIENT,
@@ -184,4 +185,16 @@ def clean_temp() -> int:
                     removed += 1
             except OSError:
                 continue
+    return removed
+
+
+@app.task(name="sweep_orphan_chunks")
+def sweep_orphan_chunks(older_than_s: float = ORPHAN_CHUNK_AGE_S) -> int:
+    """Remove chunks of uploads that failed midway (no manifest references them) after a day."""
+    try:
+        removed = get_runtime().store.sweep_orphans(older_than_s)
+    except NodeError as exc:
+        log.warning("orphan sweep skipped: %s", exc, extra={"task": "sweep_orphan_chunks"})
+        return 0
+    log.info("removed %d orphan chunk replicas", removed, extra={"task": "sweep_orphan_chunks"})
     return removed

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -141,24 +142,33 @@ def start_gateway(stack: Stack, worker: bool = True, workers: int = 2) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def send_task(stack: Stack, name: str) -> None:
+def send_task(stack: Stack, name: str, **kwargs: Any) -> None:
     from workers.celery_app import app as celery_app
 
     celery_app.conf.broker_url = stack.env["REDIS_URL"]
-    celery_app.send_task(name)
+    celery_app.send_task(name, kwargs=kwargs)
 
 
-def scrub_reports(stack: Stack) -> list[dict[str, int]]:
-    """The `scrub pass {...}` lines of the worker log (JSON lines, workers/logs.py)."""
+def log_messages(stack: Stack, prefix: str) -> list[str]:
+    """The messages of the worker log (JSON lines, workers/logs.py) that start with `prefix`."""
     assert stack.logs is not None
     out = []
     for log in stack.logs.glob("worker-*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            if '"scrub pass ' not in line:
-                continue
-            msg = json.loads(line)["msg"]
-            out.append(ast.literal_eval(msg.removeprefix("scrub pass ")))
+            if f'"{prefix}' in line:
+                out.append(json.loads(line)["msg"])
     return out
+
+
+def sweep_reports(stack: Stack) -> list[int]:
+    return [int(m.split()[1]) for m in log_messages(stack, "removed ")]
+
+
+def scrub_reports(stack: Stack) -> list[dict[str, int]]:
+    """The `scrub pass {...}` reports of the worker log."""
+    return [
+        ast.literal_eval(m.removeprefix("scrub pass ")) for m in log_messages(stack, "scrub pass ")
+    ]
 
 
 @pytest.fixture
@@ -549,3 +559,48 @@ def test_row15_one_gib_upload_in_bounded_memory(stack: Stack) -> None:
         t = time.monotonic()
         shutil.rmtree(stack.storage_dir, ignore_errors=True)  # 2 GiB: not kept with the tmp dirs
         print(f"row 15: storage removed in {time.monotonic() - t:.1f}s")
+
+
+# aborted uploads ------------------------------------------------------------------------------
+
+
+def test_upload_cut_off_midway_leaves_chunks_the_orphan_sweep_removes(
+    gateway: str, stack: Stack
+) -> None:
+    """A client that drops a raw PUT halfway leaves chunks no manifest references; the worker's
+    sweep removes exactly those, and the files stored around it stay whole at r copies."""
+    data = payload(60, 40 * CHUNK)
+    body = put(gateway, data, "kept.bin").json()
+    assert wait_job(gateway, body["job_id"])["status"] == 400
+    kept = {p for p in all_chunk_files(stack.storage_dir)}
+    port = int(gateway.rsplit(":", 1)[1])
+    part = b"--cut\r\nContent-Disposition: form-data; name=file; filename=cut.bin\r\n\r\n"
+    cut_off = (  # each sends about half of what its headers announce, then hangs up
+        b"PUT /upload?name=cut.bin HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (200 * CHUNK)
+        + data[: 5 * CHUNK]
+        + payload(61, 95 * CHUNK),
+        b"POST /upload HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=cut\r\n"
+        + b"Content-Length: %d\r\n\r\n" % (60 * CHUNK)
+        + part
+        + payload(62, 30 * CHUNK),
+        b"PUT /upload?name=cut2.bin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % (60 * CHUNK)
+        + payload(63, 30 * CHUNK),
+    )
+    for request in cut_off:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+
+    def orphans() -> set[Path]:
+        return set(all_chunk_files(stack.storage_dir)) - kept
+
+    wait_for(lambda: len(orphans()) >= 20, 60, "chunks of the cut-off upload on disk")
+    time.sleep(2.0)  # the request has failed and stopped writing
+    found = orphans()
+    assert requests.get(f"{gateway}/files", timeout=5).json()["total_files"] == 1
+    send_task(stack, "sweep_orphan_chunks", older_than_s=0)
+    wait_for(lambda: sweep_reports(stack), 60, "orphan sweep")
+    assert sweep_reports(stack) == [len(found)]
+    assert orphans() == set() and set(all_chunk_files(stack.storage_dir)) == kept
+    assert_r_distinct(verify(gateway, body["file_hash"]))
+    assert download_digest(gateway, body["file_hash"]) == (200, sha(data), len(data))

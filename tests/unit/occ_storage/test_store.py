@@ -778,3 +778,96 @@ def test_rebalance_and_repair_concurrent_with_uploads(
         for c in m.chunk_ids():
             hs = holders(nodes, c)
             assert len(hs) == len(set(hs)) == present(nodes, c) == store.index.chunk_target(c)
+
+
+# orphan sweep ---------------------------------------------------------------------------------
+
+
+class CutOff(io.RawIOBase):
+    """Yields the bytes of `data`, then raises (a client that disconnects mid-upload)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.view = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        if not self.view:
+            raise ConnectionResetError("client went away")
+        n = min(len(b), len(self.view))
+        b[:n] = self.view[:n]
+        self.view = self.view[n:]
+        return n
+
+
+def test_sweep_removes_only_the_chunks_of_a_failed_upload(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
+    data = payload(20 * SMALL_CS, seed=41)
+    kept = put(store, data)
+    # a failed upload sharing kept's first 5 chunks, then 40 chunks of its own
+    with pytest.raises(ConnectionResetError):
+        store.put(CutOff(data[: 5 * SMALL_CS] + payload(40 * SMALL_CS, seed=42)), "x", 3)  # type: ignore[arg-type]
+    on_disk = {cid for n in nodes for cid in n.list_chunks()}
+    orphans = on_disk - set(kept.chunk_ids())
+    replicas = sum(present(nodes, cid) for cid in orphans)
+    assert len(orphans) >= 10 and replicas >= len(orphans)  # the batches that reached disk
+    assert store.sweep_orphans(3600) == 0  # too recent: might belong to a running upload
+    assert store.sweep_orphans(0) == replicas
+    assert {cid for n in nodes for cid in n.list_chunks()} == set(kept.chunk_ids())
+    assert read_all(store, kept.file_hash) == data
+    report = store.verify(kept.file_hash)
+    assert (report.replication_min, report.replication_max) == (3, 3)
+    assert store.sweep_orphans(0) == 0
+
+
+def test_sweep_stops_when_no_copy_of_a_manifest_reads(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
+    kept = put(store, payload(8 * SMALL_CS, seed=43))
+    with pytest.raises(ConnectionResetError):
+        store.put(CutOff(payload(30 * SMALL_CS, seed=44)), "x", 3)  # type: ignore[arg-type]
+    before = sorted(cid for n in nodes for cid in n.list_chunks())
+    for n in nodes:
+        if n.manifest_path(kept.file_hash).exists():
+            n.manifest_path(kept.file_hash).write_bytes(b"{not json")
+    with pytest.raises(NodeError, match="manifest"):
+        store.sweep_orphans(0)
+    assert sorted(cid for n in nodes for cid in n.list_chunks()) == before
+
+
+def test_discard_keeps_a_chunk_a_put_claims(
+    nodes: list[LocalDirNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = nodes[0]
+    data = payload(SMALL_CS, seed=45)
+    cid = hashlib.sha256(data).hexdigest()
+    path = node.chunk_path(cid)
+
+    def age() -> None:
+        old = path.stat().st_mtime - 7200
+        os.utime(path, (old, old))
+
+    assert node.put_chunk(cid, data)
+    age()
+    assert list(node.stale_chunks(3600)) == [cid]
+    assert not node.put_chunk(cid, data)  # present: the put claims it instead of writing
+    assert list(node.stale_chunks(3600)) == []
+    assert not node.discard_if_stale(cid, 3600) and path.exists()
+    # the claim lands between the sweep's age check and its move: the chunk is moved back
+    age()
+    real_rename = os.rename
+
+    def claim_then_rename(src: str, dst: str) -> None:
+        assert not node.put_chunk(cid, data)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", claim_then_rename)
+    assert not node.discard_if_stale(cid, 3600)
+    monkeypatch.undo()
+    assert node.get_chunk(cid) == data
+    assert [p.name for p in path.parent.iterdir()] == [cid]  # nothing left aside
+    age()
+    assert node.discard_if_stale(cid, 3600) and not path.exists()
+    assert not node.discard_if_stale(cid, 3600)
