@@ -7,7 +7,7 @@ import tempfile
 from typing import IO, cast
 
 from flask import Request, current_app
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
 
@@ -46,8 +46,11 @@ class StagingRequest(Request):
 
     @cached_property
     def stream(self) -> IO[bytes]:
-        inner = get_input_stream(self.environ, max_content_length=self.max_content_length)
+        limit = self.max_content_length  # MAX_UPLOAD_SIZE + 1 (see create_app)
         length = self.content_length
+        if length is not None and limit is not None and length >= limit:
+            raise RequestEntityTooLarge()
+        inner = get_input_stream(self.environ, max_content_length=limit)
         return inner if length is None else cast(IO[bytes], _WholeBody(inner, length))
 
     def _get_file_stream(
