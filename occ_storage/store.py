@@ -705,21 +705,24 @@ class ChunkStore:
 
     # delete ------------------------------------------------------------------------------------
 
-    def _delete_unreferenced(self, ids: Sequence[str]) -> list[str]:
+    def _delete_unreferenced(self, ids: Sequence[str], keep_recent_s: float = 0.0) -> list[str]:
         errors: list[str] = []
         for cid in ids:
             if self.index.chunk_target(cid) != 0:
                 continue
             for node in self.nodes:
                 try:
-                    node.delete_chunk(cid)
+                    node.discard_if_stale(cid, keep_recent_s)
                 except NodeError as exc:
                     errors.append(str(exc))
         return errors
 
-    def delete(self, file_hash: str) -> None:
+    def delete(self, file_hash: str, *, keep_recent_s: float = 0.0) -> None:
         """Remove the file's manifest everywhere and every chunk no other file references.
 
+        A replica written or reused by a put within `keep_recent_s` stays for `sweep_orphans`:
+        a put still running (not registered yet) may count on it. With the sweep's age here, a
+        delete racing an upload of shared content never takes a chunk from under it.
         Raises NodeError (after doing everything it can) if a node could not be cleaned;
         repeating the call is safe.
         """
@@ -731,7 +734,7 @@ class ChunkStore:
                 node.delete_manifest(m.file_hash)
             except NodeError as exc:
                 errors.append(str(exc))
-        errors += self._delete_unreferenced(m.chunk_ids())
+        errors += self._delete_unreferenced(m.chunk_ids(), keep_recent_s)
         if errors:
             raise NodeError(f"delete {m.file_hash} incomplete: {'; '.join(errors[:3])}")
 

@@ -20,6 +20,7 @@ log = logging.getLogger("workers.storage")
 
 
 LOCK_TTL_S = 30  # a dead holder's lock lapses this soon; a live holder renews it
+ORPHAN_CHUNK_AGE_S = 86_400.0  # longer than any upload: orphan sweep age, chunks kept by DELETE
 
 
 class LockBusyError(TimeoutError):
@@ -158,7 +159,7 @@ def delete_file(file_hash: str) -> None:
     rt = get_runtime()
     rt.store.manifest(file_hash)  # 404 before anything changes
     with file_lock(file_hash, wait_s=10):
-        rt.store.delete(file_hash)
+        rt.store.delete(file_hash, keep_recent_s=ORPHAN_CHUNK_AGE_S)
     log.info("deleted file", extra={"file_hash": file_hash})
 
 

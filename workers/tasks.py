@@ -15,12 +15,11 @@ from workers.celery_app import app
 from workers.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
 from workers.jobs import Status
 from workers.runtime import get_runtime
-from workers.storage_jobs import file_lock
+from workers.storage_jobs import ORPHAN_CHUNK_AGE_S, file_lock
 
 log = logging.getLogger("workers.tasks")
 
 MAX_DELIVERIES = 10
-ORPHAN_CHUNK_AGE_S = 86_400.0  # longer than any upload (see ChunkStore.sweep_orphans)
 TRANSIENT = (NodeError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 RETRY = {
     "autoretry_for": TRANSIENT,

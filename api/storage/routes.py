@@ -249,7 +249,12 @@ class FileItem(MethodView):
     @blp.alt_response(404, description="No such file")
     @blp.alt_response(409, description="A repair or rebalance holds the file; retry")
     def delete(self, file_hash: str) -> None:
-        """Delete a file: its manifest everywhere, and every chunk no other file uses."""
+        """Delete a file: its manifest everywhere, and every chunk no other file uses.
+
+        The file is gone at once. The space of chunks written or reused by an upload in the
+        last day is freed by the orphan sweep (every 6 h) once they are a day old, so that a
+        concurrent upload of the same content never loses a chunk.
+        """
         require_api_key()
         storage_jobs.delete_file(check_hash(file_hash))
 

@@ -871,3 +871,23 @@ def test_discard_keeps_a_chunk_a_put_claims(
     age()
     assert node.discard_if_stale(cid, 3600) and not path.exists()
     assert not node.discard_if_stale(cid, 3600)
+
+
+def test_delete_leaves_a_chunk_a_running_put_reused_to_the_sweep(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
+    data = payload(6 * SMALL_CS, seed=46)
+    a = put(store, data)
+    for n in nodes:  # every replica of A was written long ago
+        for cid in n.list_chunks():
+            old = n.chunk_path(cid).stat().st_mtime - 7200
+            os.utime(n.chunk_path(cid), (old, old))
+    shared = a.chunks[0].id
+    for n in nodes:  # an upload of other content starting with A's first chunk reuses it now
+        if n.has_chunk(shared):
+            assert not n.put_chunk(shared, data[:SMALL_CS])
+    store.delete(a.file_hash, keep_recent_s=3600)
+    assert present(nodes, shared) == 3  # the running upload can still register it
+    assert all(present(nodes, cid) == 0 for cid in a.chunk_ids()[1:])
+    assert store.sweep_orphans(3600) == 0
+    assert store.sweep_orphans(0) == 3  # unreferenced once that upload is gone
