@@ -28,7 +28,6 @@ from tests.fixtures.services import (
     Stack,
     all_chunk_files,
     bad_chunk_files,
-    free_port,
     stop,
     wait_for,
 )
@@ -134,21 +133,6 @@ def truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
-def start_gateway(stack: Stack, worker: bool = True, workers: int = 2) -> str:
-    if worker:
-        stack.start_worker()
-    port = free_port()
-    stack.start_gunicorn(port, workers=workers)
-    return f"http://127.0.0.1:{port}"
-
-
-def send_task(stack: Stack, name: str, **kwargs: Any) -> None:
-    from workers.celery_app import app as celery_app
-
-    celery_app.conf.broker_url = stack.env["REDIS_URL"]
-    celery_app.send_task(name, kwargs=kwargs)
-
-
 def log_messages(stack: Stack, prefix: str) -> list[str]:
     """The messages of the worker log (JSON lines, workers/logs.py) that start with `prefix`."""
     assert stack.logs is not None
@@ -174,7 +158,7 @@ def scrub_reports(stack: Stack) -> list[dict[str, int]]:
 @pytest.fixture
 def gateway(stack: Stack) -> str:
     """gunicorn (2 workers) + one Celery worker process (concurrency 2)."""
-    return start_gateway(stack)
+    return stack.start_gateway()
 
 
 # row 1 -------------------------------------------------------------------------------------
@@ -253,7 +237,7 @@ def test_rows4_5_corrupt_replicas_never_served_and_repaired(stack: Stack) -> Non
     """Flipped and truncated replicas: reads stay correct, the read queues a repair, and one
     scrub pass repairs every bad replica (from a copy that verifies) back to r distinct nodes."""
     stack.env["SCRUB_BUDGET_BYTES"] = str(1 << 30)  # one pass covers everything stored
-    base = start_gateway(stack)
+    base = stack.start_gateway()
     storage = stack.storage_dir
     rng = np.random.default_rng(45)
 
@@ -320,7 +304,7 @@ def test_rows4_5_corrupt_replicas_never_served_and_repaired(stack: Stack) -> Non
         bad2.append((cid, node))
     assert len(bad_chunk_files(storage)) == 12
     # no read or verify of F2 before the scrub: only the scrub can find these
-    send_task(stack, "scrub_nodes")
+    stack.send_task("scrub_nodes")
     wait_for(lambda: scrub_reports(stack), 120, "scrub pass")
     (report,) = scrub_reports(stack)
     assert report["bad"] == 12 and report["repaired"] == 12 and report["lost"] == 0, report
@@ -399,7 +383,7 @@ def test_row7_lose_two_of_five_nodes(gateway: str, stack: Stack) -> None:
 def test_row7_unreadable_first_chunk_is_a_clean_503(stack: Stack) -> None:
     """When the first chunk of the requested bytes has no readable replica nothing is sent
     yet: the answer must be the one error shape (503, Retry-After), not a 500 page."""
-    base = start_gateway(stack, worker=False)
+    base = stack.start_gateway(worker=False)
     data = payload(77, 6 * CHUNK + 5)
     body = put(base, data, "lost.bin").json()
     ids = [c["chunk_hash"] for c in verify(base, body["file_hash"])["chunks"]]
@@ -439,7 +423,7 @@ def test_row15_body_limit_plus_one_is_413(stack: Stack) -> None:
     """MAX_UPLOAD_SIZE + 1 byte: 413 in the error shape with Content-Length and chunked, raw
     PUT and multipart POST; nothing written. Exactly the limit passes."""
     stack.env["MAX_UPLOAD_SIZE"] = str(LIMIT)
-    base = start_gateway(stack, worker=False)
+    base = stack.start_gateway(worker=False)
     over = payload(15, LIMIT + 1)
     url = f"{base}/upload?name=over.bin"
     # raw PUT: Content-Length, then chunked (a generator body has no length)
@@ -510,7 +494,7 @@ def test_row15_one_gib_upload_in_bounded_memory(stack: Stack) -> None:
     Runs with the production default CHUNK_SIZE (256 KiB): with the stack's 64 KiB the 32,768
     chunk files alone take a minute or more to delete on this disk."""
     stack.env["CHUNK_SIZE"] = str(BIG_CHUNK)
-    base = start_gateway(stack, worker=False)
+    base = stack.start_gateway(worker=False)
     master = next(p for p in stack.procs if "gunicorn" in str(p.args))
     try:
         # warm both workers up (imports, thread pools) before the baseline
@@ -598,7 +582,7 @@ def test_upload_cut_off_midway_leaves_chunks_the_orphan_sweep_removes(
     time.sleep(2.0)  # the request has failed and stopped writing
     found = orphans()
     assert requests.get(f"{gateway}/files", timeout=5).json()["total_files"] == 1
-    send_task(stack, "sweep_orphan_chunks", older_than_s=0)
+    stack.send_task("sweep_orphan_chunks", older_than_s=0)
     wait_for(lambda: sweep_reports(stack), 60, "orphan sweep")
     assert sweep_reports(stack) == [len(found)]
     assert orphans() == set() and set(all_chunk_files(stack.storage_dir)) == kept

@@ -52,14 +52,7 @@ def assert_error_shape(resp: requests.Response, code: int) -> dict[str, Any]:
 @pytest.fixture
 def gateway(stack: Stack) -> str:
     """gunicorn (2 workers) + one Celery worker process on a fresh Redis DB and storage dir."""
-    return start(stack)
-
-
-def start(stack: Stack) -> str:
-    stack.start_worker()
-    port = free_port()
-    stack.start_gunicorn(port)
-    return f"http://127.0.0.1:{port}"
+    return stack.start_gateway()
 
 
 def upload(
@@ -123,10 +116,7 @@ def test_raw_put_upload_and_delete(gateway: str, stack: Stack) -> None:
     assert_error_shape(requests.get(f"{gateway}/download/{fh}", timeout=10), 404)
     # chunks written in the last day stay for the orphan sweep (a running upload may reuse them)
     assert len(chunk_files(stack.storage_dir)) == 6
-    from workers.celery_app import app as celery_app
-
-    celery_app.conf.broker_url = stack.env["REDIS_URL"]
-    celery_app.send_task("sweep_orphan_chunks", kwargs={"older_than_s": 0})
+    stack.send_task("sweep_orphan_chunks", older_than_s=0)
     wait_for(lambda: chunk_files(stack.storage_dir) == [], 60, "orphan sweep")
 
 
@@ -135,10 +125,7 @@ def test_deleted_node_directory_is_repaired_by_scrub(gateway: str, stack: Stack)
     body = upload(gateway, data).json()
     wait_job(gateway, body["job_id"])
     shutil.rmtree(stack.storage_dir / "node_001")
-    from workers.celery_app import app as celery_app
-
-    celery_app.conf.broker_url = stack.env["REDIS_URL"]
-    celery_app.send_task("scrub_nodes")
+    stack.send_task("scrub_nodes")
 
     def repaired() -> bool:
         rep = requests.get(f"{gateway}/verify/{body['file_hash']}", timeout=30).json()
@@ -186,7 +173,7 @@ def test_status_estimates_cover_the_truth(stack: Stack) -> None:
     """
     stack.storage_dir.mkdir(parents=True, exist_ok=True)
     (stack.storage_dir / "sketch.key").write_bytes(hashlib.sha256(b"status test key 0").digest())
-    gateway = start(stack)
+    gateway = stack.start_gateway()
     env_chunks = 0
     for i in range(4):
         data = payload(500 + i, 500 * CHUNK)
@@ -435,11 +422,7 @@ def test_health_check_schedules_a_repair_sweep_when_the_slo_is_missed(
     assert before["replication"]["slo"]["met"] == "yes"
     for node in ("node_000", "node_003"):
         shutil.rmtree(stack.storage_dir / node)
-    from workers.celery_app import app as celery_app
-
-    celery_app.conf.broker_url = stack.env["REDIS_URL"]
-    celery_app._pool = None
-    celery_app.send_task("check_health")
+    stack.send_task("check_health")
 
     def repaired() -> bool:
         rep = requests.get(f"{gateway}/verify/{body['file_hash']}", timeout=30).json()
