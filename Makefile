@@ -15,7 +15,7 @@ run: deps
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api workers occ_storage client celeryconfig.py
+	$(VENV)/bin/mypy api workers occ_storage occ_protocol client celeryconfig.py
 
 format: deps
 	$(VENV)/bin/ruff format .

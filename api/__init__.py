@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api.errors import register_error_handlers
 from api.limits import init_limiter
 from api.requests import StagingRequest
-from workers.jobs import STATUS_TABLE_MARKDOWN
+from occ_protocol.status import STATUS_TABLE_MARKDOWN
 from workers.logs import configure_logging
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings

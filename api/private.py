@@ -27,6 +27,14 @@ from marshmallow import validate
 from werkzeug.wsgi import wrap_file
 
 from api.errors import ApiError, register_error_handlers
+from occ_protocol.signatures import (
+    SignatureError,
+    canonical_json,
+    normalize_address,
+    recover_signer,
+    same_address,
+    verify_record,
+)
 from workers.logs import configure_logging
 from workers.registry import (
     InvalidRecordError,
@@ -38,14 +46,6 @@ from workers.registry import (
 from workers.remote import RemoteAddressError, check_staged_token, check_url
 from workers.runtime import Runtime, get_runtime, set_runtime
 from workers.settings import Settings
-from workers.signatures import (
-    SignatureError,
-    canonical_json,
-    normalize_address,
-    recover_signer,
-    same_address,
-    verify_record,
-)
 
 log = logging.getLogger("api.private")
 

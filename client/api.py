@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
-from workers.signatures import sign_text, signed_text
+from occ_protocol.signatures import sign_text, signed_text
 
 DEFAULT_GATEWAY = "http://localhost:5000"
 DEFAULT_DEVCHAIN = "data/devchain.json"

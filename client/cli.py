@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from client import api
 from client.api import ClientError, Gateway
-from workers.signatures import signed_text
+from occ_protocol.signatures import signed_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECONDS_PER_DAY = 86400

@@ -4,62 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from enum import IntEnum
 from typing import Any
 
 import redis
 
+from occ_protocol.status import Status
+
 PREFIX = "occ:"
 
-
-class Status(IntEnum):
-    """Job status codes of protocol.md §4; every transition goes to a larger number."""
-
-    NO_SUCH_QUOTE = 0
-    QUOTED = 1
-    PAYMENT_QUEUED = 100
-    PAYMENT_CHECKING = 101
-    PAYMENT_SENT = 102
-    PAYMENT_CONFIRMING = 103
-    ALLOWANCE_TOO_LOW = 200
-    BALANCE_TOO_LOW = 201
-    TRANSFER_REVERTED = 202
-    PAYMENT_TIMEOUT = 203
-    QUOTE_EXPIRED = 204
-    PAYMENT_REJECTED = 205  # delivered past its limit / invalid payment record
-    STORE_QUEUED = 300
-    STORING = 301
-    REMOTE_PENDING = 302
-    REPLICATING = 303  # quorum written, remaining copies in progress
-    DONE = 400
-    STORE_INTERNAL_ERROR = 401
-    FILE_MISMATCH = 402
-    STAGED_FILE_MISSING = 403
-    BACKEND_FAILED = 404
-    REFUNDING = 410
-    REFUNDED = 411
-    REFUND_FAILED = 412
-
-    @property
-    def final(self) -> bool:
-        return (
-            self == Status.DONE
-            or 200 <= self < 300
-            or self
-            in {
-                Status.STORE_INTERNAL_ERROR,
-                Status.FILE_MISMATCH,
-                Status.STAGED_FILE_MISSING,
-                Status.BACKEND_FAILED,
-                Status.REFUNDED,
-                Status.REFUND_FAILED,
-            }
-        )
-
-
-STATUS_TABLE_MARKDOWN = "\n".join(
-    ["| code | name |", "|---|---|"] + [f"| {s.value} | {s.name} |" for s in Status]
-)
 
 # Forward-only compare-and-set: moves the status only to a strictly larger code, and never out
 # of a final one (ARGV[4] lists the final codes, space-separated and padded).

@@ -23,11 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from workers.jobs import Status
-from workers.registry import Registry
-from workers.remote import RemoteError, RemoteStorageClient
-from workers.settings import ConfigError, Settings
-from workers.signatures import (
+from occ_protocol.signatures import (
     ADDRESS_RE,
     SignatureError,
     address_bytes,
@@ -36,6 +32,10 @@ from workers.signatures import (
     parse_signature,
     verify_owner,
 )
+from occ_protocol.status import Status
+from workers.registry import Registry
+from workers.remote import RemoteError, RemoteStorageClient
+from workers.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime

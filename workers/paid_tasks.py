@@ -23,10 +23,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
 from workers import storage_jobs
 from workers.celery_app import app
-from workers.jobs import Status
 from workers.paid import (
     OCC_TYPE,
     QUOTE_KIND,

@@ -33,7 +33,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from workers.signatures import address_bytes, normalize_address
+from occ_protocol.signatures import address_bytes, normalize_address
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_ARTIFACT = REPO_ROOT / "chain" / "TestToken.json"

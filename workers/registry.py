@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from workers.signatures import (
+from occ_protocol.signatures import (
     ADDRESS_RE,
     DEFAULT_MAX_SKEW_S,
     SignatureError,

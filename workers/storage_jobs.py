@@ -11,8 +11,8 @@ from typing import IO, Any, BinaryIO, cast
 
 import redis
 
+from occ_protocol.status import Status
 from occ_storage.index import Manifest
-from workers.jobs import Status
 from workers.runtime import get_runtime
 from workers.settings import write_quorum
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import redis
 
+from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
 from workers.celery_app import app
 from workers.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
-from workers.jobs import Status
 from workers.runtime import get_runtime
 from workers.storage_jobs import ORPHAN_CHUNK_AGE_S, file_lock
 

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from api.deps import runtime
 from api.errors import ApiError
-from workers.jobs import Status
+from occ_protocol.status import Status
 
 blp = Blueprint("jobs", __name__, description="Background job status")
 

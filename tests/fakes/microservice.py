@@ -25,8 +25,8 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from occ_protocol.signatures import sign_record
 from tests.fixtures.services import free_port
-from workers.signatures import sign_record
 
 # anvil / Hardhat default account #3 (a public test key): the microservice's registration signer
 MICROSERVICE_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"

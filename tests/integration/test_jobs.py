@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from occ_protocol.status import Status
 from tests.fixtures.services import ROOT, RedisServer
-from workers.jobs import Jobs, Status, job_key
+from workers.jobs import Jobs, job_key
 from workers.storage_jobs import LockBusyError, renewed_lock
 
 pytestmark = pytest.mark.integration

@@ -35,6 +35,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from api import create_app
+from occ_protocol.signatures import SECP256K1_N, sign_text, signed_text
+from occ_protocol.status import Status
 from occ_storage.nodes import TEMP_PREFIX, LocalDirNode
 from tests.fakes.microservice import MICROSERVICE_ADDRESS, FakeMicroservice
 from tests.fixtures.chain import ChainEnv
@@ -49,12 +51,11 @@ from tests.fixtures.services import (
     wait_for,
 )
 from workers.devchain import MAX_UINT256
-from workers.jobs import Jobs, Status, job_key
+from workers.jobs import Jobs, job_key
 from workers.paid_tasks import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
 from workers.payments import TRANSFER_TOPIC
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings
-from workers.signatures import SECP256K1_N, sign_text, signed_text
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ import requests
 from werkzeug.serving import make_server
 
 from api.private import create_private_app
+from occ_protocol.signatures import sign_record
 from tests.fakes.microservice import (
     DEFAULT_TOKEN,
     MICROSERVICE_ADDRESS,
@@ -33,7 +34,6 @@ from tests.fixtures.services import ROOT, VENV_BIN, RedisServer, free_port, stop
 from workers.registry import InvalidRecordError, Registry, RegistryReplayError, normalize_payment
 from workers.remote import RemoteStorageClient, staged_file_url
 from workers.settings import Settings
-from workers.signatures import sign_record
 
 pytestmark = pytest.mark.integration
 

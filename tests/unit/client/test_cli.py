@@ -17,8 +17,8 @@ from werkzeug.formparser import parse_form_data
 
 from client import api, cli
 from client.api import ClientError, FilePart, GatewayError, MultipartStream
-from workers.jobs import Status
-from workers.signatures import sign_text, signed_text
+from occ_protocol.signatures import sign_text, signed_text
+from occ_protocol.status import Status
 
 KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ADDR0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"

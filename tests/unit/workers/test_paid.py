@@ -16,6 +16,7 @@ from flask import Flask
 
 from api import create_app
 from api.paid import first_error
+from occ_protocol.signatures import SECP256K1_N, signed_text
 from workers import paid
 from workers.paid import (
     GIB,
@@ -34,7 +35,6 @@ from workers.paid import (
     stage_files,
 )
 from workers.settings import ConfigError, Settings
-from workers.signatures import SECP256K1_N, signed_text
 
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 GATEWAY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

@@ -6,8 +6,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from workers import signatures as sig
-from workers.signatures import SignatureError
+from occ_protocol import signatures as sig
+from occ_protocol.signatures import SignatureError
 
 # protocol.md §2 test vector (anvil/Hardhat default key #0, a public test key)
 KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
