@@ -16,14 +16,14 @@ from eth_keys.datatypes import PrivateKey
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
+from occ_protocol.formats import ADDRESS_RE, NONCE_RE
+
 # Order of the secp256k1 group; a signature with s > n/2 has a valid "high-s" twin that
 # recovers the same address, so only the low half is accepted (EIP-2).
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
 
 SIGNATURE_LENGTH = 65
-NONCE_RE = re.compile(r"[0-9]{1,13}")
-ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 HEX_RE = re.compile(r"(?:0x)?([0-9a-fA-F]*)")
 
 RECORD_SIGNATURE_FIELD = "signature"

@@ -23,8 +23,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from occ_protocol.formats import ADDRESS_RE
 from occ_protocol.signatures import (
-    ADDRESS_RE,
     SignatureError,
     address_bytes,
     is_valid_nonce,

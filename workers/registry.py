@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
+from occ_protocol.formats import ADDRESS_RE
 from occ_protocol.signatures import (
-    ADDRESS_RE,
     DEFAULT_MAX_SKEW_S,
     SignatureError,
     parse_signature,

@@ -44,7 +44,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from occ_protocol.signatures import ADDRESS_RE
+from occ_protocol.formats import ADDRESS_RE
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
