@@ -14,7 +14,6 @@ import re
 import secrets
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
+from client import nonces
 from occ_protocol.signatures import sign_text, signed_text
 
 DEFAULT_GATEWAY = "http://localhost:5000"
@@ -356,12 +356,12 @@ class ProgressReader:
 # --- keys, nonces and signatures -----------------------------------------------------------------
 
 
-def new_nonce(after: str | int | None = None) -> str:
-    """A nonce: the current time in milliseconds (13 digits), strictly larger than ``after``."""
-    now = time.time_ns() // 1_000_000
-    if after is not None:
-        now = max(now, int(after) + 1)
-    return str(now)
+def new_nonce(address: str, after: str | int | None = None) -> str:
+    """A nonce for ``address`` in whole seconds, as Ocean's client sends them (client/nonces.py)."""
+    try:
+        return nonces.next_nonce(address, after)
+    except nonces.NonceError as e:
+        raise ClientError(str(e)) from None
 
 
 def sign_request(private_key: str | bytes, quote_id: str, nonce: str) -> str:
@@ -875,19 +875,11 @@ def pick_payment(
 # --- a local record of quotes, so `approve --quote-id` and `upload-paid --quote-id` work ------------
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("OCC_CLIENT_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "occ-client"
-
-
 def save_quote(quote: Mapping[str, Any], files: Sequence[str | Path] = ()) -> Path | None:
     """Remember a quote (public data only) under the cache directory; None if that is not writable."""
     try:
         quote_id = check_quote_id(str(quote.get("quoteId", "")))
-        d = cache_dir() / "quotes"
+        d = nonces.cache_dir() / "quotes"
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{quote_id.lower()}.json"
         record = {**quote, "files": [str(Path(f).resolve()) for f in files]}
@@ -899,7 +891,7 @@ def save_quote(quote: Mapping[str, Any], files: Sequence[str | Path] = ()) -> Pa
 
 def load_quote(quote_id: str) -> dict[str, Any]:
     check_quote_id(quote_id)
-    path = cache_dir() / "quotes" / f"{quote_id.lower()}.json"
+    path = nonces.cache_dir() / "quotes" / f"{quote_id.lower()}.json"
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):

@@ -338,7 +338,7 @@ def cmd_status(cfg: Config) -> int:
 
 def signed_link(cfg: Config, quote_id: str, after: str | None = None) -> list[dict[str, Any]]:
     account = cfg.account()
-    nonce = api.new_nonce(after)
+    nonce = api.new_nonce(account.address, after)
     signature = api.sign_request(bytes(account.key), quote_id, nonce)
     return cfg.gateway.get_link(quote_id, nonce, signature)
 
@@ -387,7 +387,7 @@ def cmd_upload_paid(cfg: Config) -> int:
         cfg.report.say(
             f"approve transaction {approval['txHash']} mined in block {approval['blockNumber']}"
         )
-    nonce = api.new_nonce()
+    nonce = api.new_nonce(account.address)
     signature = api.sign_request(bytes(account.key), quote_id, nonce)
     total = sum(Path(f).stat().st_size for f in args.file)
     with cfg.report.bar(total, "upload") as progress:
@@ -663,7 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sign", cmd_sign, "print the EIP-191 signature of a request (for curl)")
     p.add_argument("--quote-id", required=True, help="the quoteId ('' for getHistory)")
-    p.add_argument("--nonce", required=True, type=nonce_arg, help="e.g. $(date +%%s%%3N)")
+    p.add_argument(
+        "--nonce", required=True, type=nonce_arg, help="e.g. $(date +%%s), the Unix time in seconds"
+    )
     p.add_argument(
         "--json", action="store_true", help="print quoteId, nonce, signed text, address too"
     )

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import requests
 
 from client.api import Token
+from occ_protocol.signatures import sign_text, signed_text
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.services import ROOT, Stack, free_port
 
@@ -199,3 +201,77 @@ def test_upload_paid_end_to_end(
     assert int(client.ok("balance", "--address", treasury)["balance"]) == treasury_before + amount
     token = Token(anvil.rpc_url, anvil.token_address)
     assert token.allowance(user, anvil.config["gateway_address"]) == 0
+
+
+def ocean_style_upload(base: str, anvil: ChainEnv, data: bytes) -> list[dict[str, Any]]:
+    """The flow of Ocean's uploader.js on the test user's wallet, with its nonce convention:
+    ``Math.round(Date.now() / 1000)`` (seconds) for the upload and again for getLink."""
+    account = anvil.account(0)
+    assert account.address == anvil.config["test_user"]["address"]
+    quote = requests.post(
+        f"{base}/getQuote",
+        json={
+            "type": "occ",
+            "files": [{"length": len(data)}],
+            "duration": 3600,
+            "payment": {"chainId": "31337", "tokenAddress": anvil.token_address},
+            "userAddress": account.address,
+        },
+        timeout=10,
+    ).json()
+    qid = quote["quoteId"]
+    anvil.token_call(account, "approve", quote["approveAddress"], int(quote["tokenAmount"]))
+
+    def signed(nonce: str) -> dict[str, str]:
+        return {
+            "quoteId": qid,
+            "nonce": nonce,
+            "signature": sign_text(account.key, signed_text(qid, nonce)),
+        }
+
+    up = requests.post(
+        f"{base}/upload",
+        params=signed(str(round(time.time()))),
+        files=[("file1", ("ocean.bin", data))],
+        timeout=30,
+    )
+    assert up.status_code == 200, up.text
+    deadline = time.monotonic() + 90
+    while (
+        code := requests.get(f"{base}/getStatus", params={"quoteId": qid}, timeout=10).json()[
+            "status"
+        ]
+    ) != 400:
+        assert code < 200 or 300 <= code < 400, f"status {code}"
+        assert time.monotonic() < deadline, f"still {code}"
+        time.sleep(0.3)
+    time.sleep(1.0)  # uploader.js's next call comes in a later second
+    link = requests.get(f"{base}/getLink", params=signed(str(round(time.time()))), timeout=10)
+    assert link.status_code == 200, link.text
+    return link.json()  # type: ignore[no-any-return]
+
+
+def test_oceans_client_works_on_a_wallet_our_client_used(
+    paid_gateway: str, anvil: ChainEnv, stack: Stack, tmp_path: Path, block_producer: None
+) -> None:
+    """Issue 12 item 1: after occ-client (upload, getLink, link) the same wallet still works with
+    second nonces as Ocean's uploader.js sends them; before the fix our millisecond nonces
+    locked it out with 409 for good."""
+    client = Client(paid_gateway, tmp_path, anvil.config_path)
+    ours = tmp_path / "ours.txt"
+    ours.write_bytes(b"signed by occ-client\n")
+    proc = client.run("upload-paid", str(ours), "--days", "1", "--timeout", "150", timeout=240)
+    assert proc.returncode == 0, f"{proc.stderr}\n--- stack logs ---\n{stack.log_text()}"
+    (saved,) = (client.cache / "quotes").glob("*.json")
+    ours_qid = json.loads(saved.read_text())["quoteId"]
+    client.ok("link", ours_qid)  # one more signed call by our client
+    remembered = json.loads((client.cache / "nonces.json").read_text())
+    (last,) = remembered.values()
+    assert len(str(last)) == 10 and last <= time.time()  # seconds, never ahead of the clock
+
+    data = os.urandom(70_000)
+    links = ocean_style_upload(paid_gateway, anvil, data)
+    assert [link["fileHash"] for link in links] == [sha256(data)]
+    assert requests.get(links[0]["url"], timeout=30).content == data
+    # and our client again after Ocean's: still accepted
+    assert client.ok("link", ours_qid)[0]["fileHash"] == sha256(ours.read_bytes())

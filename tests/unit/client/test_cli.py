@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import requests
 from werkzeug.formparser import parse_form_data
 
-from client import api, cli
+from client import api, cli, nonces
 from client.api import ClientError, FilePart, GatewayError, MultipartStream
 from occ_protocol.signatures import sign_text, signed_text
 from occ_protocol.status import Status
@@ -366,10 +367,58 @@ def test_key_sources_and_the_key_is_never_printed(
     assert KEY0[2:] not in out + err
 
 
-def test_nonces_are_milliseconds_and_increase() -> None:
-    n = api.new_nonce()
-    assert len(n) == 13 and n.isdigit()
-    assert int(api.new_nonce(after="9999999999998")) == 9999999999999
+class FakeClock:
+    """time.time and time.sleep for the nonce code: sleeping advances the clock."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_nonces_are_seconds_as_oceans_client_sends_them() -> None:
+    before = int(time.time())
+    n = api.new_nonce(ADDR0)
+    assert n.isdigit() and len(n) == 10 and before <= int(n) <= time.time()
+
+
+def test_two_nonces_in_one_second_wait_for_the_next_never_run_ahead(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.25)
+    path = tmp_path / "nonces.json"
+
+    def take(address: str = ADDR0, after: str | None = None) -> str:
+        return nonces.next_nonce(address, after, path=path, clock=clock.time, sleep=clock.sleep)
+
+    assert take() == "1700000000" and clock.slept == []
+    # a second call in the same second (another invocation: remembered in the file) waits
+    assert take() == "1700000001" and clock.slept == [pytest.approx(0.75)]
+    # never ahead of the clock: every nonce equals the current second when it is returned
+    assert int(clock.now) == 1700000001
+    # addresses are independent and compared without letter case
+    assert take(ADDR0.lower()) == "1700000002"
+    assert take("0x" + "ab" * 20) == "1700000002"
+    # a nonce this process used (after=) counts too, even with no file
+    assert (
+        nonces.next_nonce(
+            ADDR0, "1700000002", path=tmp_path / "other.json", clock=clock.time, sleep=clock.sleep
+        )
+        == "1700000003"
+    )
+
+
+def test_a_nonce_far_ahead_of_the_clock_is_refused_not_copied(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    with pytest.raises(nonces.NonceError, match="ahead of the clock"):
+        nonces.next_nonce(
+            ADDR0, "1700000000000", path=tmp_path / "n.json", clock=clock.time, sleep=clock.sleep
+        )
+    assert clock.slept == []
 
 
 # --- argument parsing ------------------------------------------------------------------------------
