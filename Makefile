@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint format unit integration bench clean
+.PHONY: deps run test lint format unit integration bench chaos clean
 
 deps:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,12 @@ integration: deps
 
 test: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The long versions of the reliability catalogue (more repetitions, bigger files); writes
+# docs/RELIABILITY.md, one row per scenario.
+chaos: deps
+	OCC_CHAOS=1 OCC_CHAOS_REPORT=docs/RELIABILITY.md $(PY) -m pytest -p tests.chaos_report \
+		tests/integration tests/unit/occ_storage/test_store.py $(PYTEST_ARGS)
 
 bench: deps
 	$(PY) bench/store.py

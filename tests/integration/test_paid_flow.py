@@ -40,6 +40,7 @@ from occ_protocol.status import Status
 from occ_storage.nodes import TEMP_PREFIX, LocalDirNode
 from tests.fakes.microservice import MICROSERVICE_ADDRESS, FakeMicroservice
 from tests.fixtures.chain import ChainEnv
+from tests.fixtures.chaos import record, scale
 from tests.fixtures.services import (
     VENV_BIN,
     RedisServer,
@@ -448,7 +449,7 @@ def pool_children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-KILLS = 20
+KILLS = scale(20, 60)
 
 
 def test_worker_killed_at_payment_sent_pays_exactly_once(gateway: Gateway) -> None:
@@ -480,6 +481,9 @@ def test_worker_killed_at_payment_sent_pays_exactly_once(gateway: Gateway) -> No
     assert killed >= KILLS
     logs = transfers(env, user.address, env.treasury.address, block + 1)
     tags = sorted(tag_of(env, log) for log in logs)
+    record("repetitions", f"{KILLS} quotes")
+    record("faults", f"{killed} SIGKILLs of the pool process mid-broadcast")
+    record("double_charges", len(tags) - len(set(tags)))
     assert tags == sorted(q["quoteId"].encode() for q in quotes)  # exactly one transfer per quote
     assert env.balance(env.treasury.address) - treasury_before == sum(
         int(q["tokenAmount"]) for q in quotes
@@ -526,6 +530,8 @@ def test_worker_killed_during_store_every_job_reaches_400(gateway: Gateway) -> N
         ]
         stored[qid] = files
     print(f"{len(kills)} kills inside {len(stored)} stores: {kills}")
+    record("repetitions", f"{len(stored)} paid stores")
+    record("faults", f"{len(kills)} SIGKILLs inside stores")
     assert len(kills) == KILLS
     assert {n for _, n in kills} == {0, 1}  # before any file was stored, and between the two
     for qid, files in stored.items():
@@ -551,6 +557,7 @@ def test_worker_killed_during_store_every_job_reaches_400(gateway: Gateway) -> N
     others |= set(gw.stack.storage_dir.glob(f"node_*/manifests/*/{TEMP_PREFIX}*"))
     nodes = [LocalDirNode(d, d.name) for d in sorted(gw.stack.storage_dir.glob("node_*"))]
     assert sum(node.cleanup_temp(0) for node in nodes) == len(others)
+    record("lost", 0)
     print(f"{len(others)} orphan temp files removed by the janitor")
 
 
@@ -558,7 +565,7 @@ def test_concurrent_uploads_with_one_nonce_accept_exactly_one(gateway: Gateway) 
     """Reliability row 11: 50 pairs, two quotes of one user uploaded at once with the same nonce."""
     gw, env = gateway, gateway.chain
     user = env.account(6)
-    pairs = 50
+    pairs = scale(50, 200)
     quotes = [
         get_quote(gw.base, user.address, [10], env.token_address)["quoteId"]
         for _ in range(2 * pairs)
@@ -580,6 +587,8 @@ def test_concurrent_uploads_with_one_nonce_accept_exactly_one(gateway: Gateway) 
 
             codes = sorted(pool.map(send, quotes[2 * i : 2 * i + 2]))
             outcomes.append(codes)
+    record("repetitions", f"{pairs} pairs")
+    record("replays", sum(codes.count(200) - 1 for codes in outcomes if codes.count(200) > 1))
     assert outcomes == [[200, 409]] * pairs
     accepted = [q for q in quotes if gw.jobs.status(q) != Status.QUOTED]
     assert len(accepted) == pairs

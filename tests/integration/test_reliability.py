@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.fixtures.chaos import record, scale
 from tests.fixtures.services import (
     Stack,
     all_chunk_files,
@@ -166,8 +167,9 @@ def gateway(stack: Stack) -> str:
 
 def test_row1_fifty_concurrent_uploads(gateway: str, stack: Stack) -> None:
     """50 concurrent uploads of 1-16 MiB: 0 lost, 0 5xx, every download matches, r distinct nodes."""
-    sizes = [int(s) for s in np.random.default_rng(17).integers(MiB, 16 * MiB + 1, 50)]
-    assert sum(sizes) <= 400 * MiB  # ~397 MiB
+    n = scale(50, 150)
+    sizes = [int(s) for s in np.random.default_rng(17).integers(MiB, 16 * MiB + 1, n)]
+    assert sum(sizes) <= 8 * MiB * n  # ~397 MiB in the short version
     statuses: list[int] = []
 
     def one(i: int) -> dict[str, Any]:
@@ -180,9 +182,11 @@ def test_row1_fifty_concurrent_uploads(gateway: str, stack: Stack) -> None:
 
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(one, range(50)))
+        results = list(pool.map(one, range(n)))
     t_upload = time.monotonic() - started
-    assert statuses == [200] * 50
+    record("repetitions", f"{n} uploads, {sum(sizes) / MiB:.0f} MiB")
+    record("5xx", sum(s >= 500 for s in statuses))
+    assert statuses == [200] * n
     for res in results:
         assert res["file_hash"] == res["sha"] and res["file_size"] == res["size"]
         assert res["job_id"]  # W = 2 < r = 3: the third copy is a background job
@@ -201,7 +205,9 @@ def test_row1_fifty_concurrent_uploads(gateway: str, stack: Stack) -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(check, results))
     listing = requests.get(f"{gateway}/files", timeout=30).json()
-    assert listing["total_files"] == 50
+    assert listing["total_files"] == n
+    record("lost", 0)
+    record("corrupt", 0)
     assert all(f["min_replication"] == R for f in listing["files"])
     print(
         f"\nrow 1: {sum(sizes) / MiB:.0f} MiB uploaded in {t_upload:.1f}s, "
@@ -215,7 +221,10 @@ def test_row1_fifty_concurrent_uploads(gateway: str, stack: Stack) -> None:
 def test_row2_read_right_after_ack(gateway: str) -> None:
     """200 uploads each read back the moment it is acknowledged: 100% correct bytes."""
     rng = np.random.default_rng(2)
-    sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1] + [int(s) for s in rng.integers(1, 5 * CHUNK, 195)]
+    n = scale(200, 1000)
+    sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1] + [
+        int(s) for s in rng.integers(1, 5 * CHUNK, n - 5)
+    ]
 
     def one(i: int) -> bool:
         data = payload(20_000 + i, sizes[i])
@@ -226,8 +235,10 @@ def test_row2_read_right_after_ack(gateway: str) -> None:
         return got.content == data
 
     with ThreadPoolExecutor(4) as pool:
-        correct = sum(pool.map(one, range(200)))
-    assert correct == 200
+        correct = sum(pool.map(one, range(n)))
+    record("repetitions", f"{n} upload-then-read")
+    record("corrupt", n - correct)
+    assert correct == n
 
 
 # rows 4 and 5 ------------------------------------------------------------------------------

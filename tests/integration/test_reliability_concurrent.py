@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.fixtures.chaos import record, scale
 from tests.fixtures.services import Stack, wait_for
 from tests.integration.test_reliability import (
     CHUNK,
@@ -49,7 +50,8 @@ def test_row6_node_directory_deleted_during_uploads(stack: Stack) -> None:
     back 100% correct, nothing answers 5xx, and repair restores r distinct copies of every chunk."""
     base = stack.start_gateway()
     rng = np.random.default_rng(606)
-    sizes = [int(s) for s in rng.integers(CHUNK, 40 * CHUNK, 24)]
+    n = scale(24, 96)
+    sizes = [int(s) for s in rng.integers(CHUNK, 40 * CHUNK, n)]
     victim = str(rng.choice(NODES))
     started = threading.Event()
     statuses: list[int] = []
@@ -72,11 +74,14 @@ def test_row6_node_directory_deleted_during_uploads(stack: Stack) -> None:
     killer = threading.Thread(target=kill_node)
     killer.start()
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(one, range(24)))
+        results = list(pool.map(one, range(n)))
     killer.join()
     assert all(s < 500 for s in statuses), statuses
     acked = [r for r in results if r is not None]
-    assert len(acked) == 24, statuses  # the other four nodes take the writes
+    record("repetitions", f"{n} uploads")
+    record("faults", f"{victim} deleted during the uploads")
+    record("5xx", sum(s >= 500 for s in statuses))
+    assert len(acked) == n, statuses  # the other four nodes take the writes
     for f in acked:
         if f["job_id"]:
             assert wait_job(base, f["job_id"], timeout=180)["status"] == 400
@@ -95,6 +100,8 @@ def test_row6_node_directory_deleted_during_uploads(stack: Stack) -> None:
     wait_for(lambda: all_at_r(base, acked), 240, "every chunk back at r", 1.0)
     for f in acked:
         assert_r_distinct(verify(base, f["file_hash"]))
+    record("lost", 0)
+    record("corrupt", 0)
 
 
 def test_row8_repair_and_rebalance_concurrent_with_uploads(stack: Stack) -> None:
@@ -124,7 +131,7 @@ def test_row8_repair_and_rebalance_concurrent_with_uploads(stack: Stack) -> None
     errors: list[str] = []
 
     def uploads() -> None:
-        for i in range(12, 28):
+        for i in range(12, 12 + scale(16, 64)):
             data = payload(8000 + i, int(rng_up.integers(CHUNK, 24 * CHUNK)))
             resp = upload(base, data, i)
             if resp.status_code != 200:
@@ -150,6 +157,8 @@ def test_row8_repair_and_rebalance_concurrent_with_uploads(stack: Stack) -> None
         rebalance_jobs.append(resp.json()["job_id"])
     stack.send_task("repair_all")
     uploader.join()
+    record("repetitions", f"{len(first)} stored + {len(later) + len(errors)} concurrent uploads")
+    record("faults", "1 replica of every chunk of 6 files deleted; 6 rebalances (to 4 and 2)")
     assert errors == []
     for job_id in rebalance_jobs:
         assert wait_job(base, job_id, timeout=180)["status"] == 400
@@ -166,3 +175,5 @@ def test_row8_repair_and_rebalance_concurrent_with_uploads(stack: Stack) -> None
         for c in report["chunks"]:
             assert c["count"] == f["r"] and len(set(c["nodes"])) == f["r"], c
         assert download_digest(base, f["file_hash"]) == (200, sha(f["data"]), len(f["data"]))
+    record("lost", 0)
+    record("corrupt", 0)

@@ -27,11 +27,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures.chaos import record, scale
 from tests.fixtures.services import VENV_BIN, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = scale(25, 200)  # cases an operation: `make test`, `make chaos`
 CHECKS = ",".join(
     (
         "not_a_server_error",
@@ -132,7 +133,7 @@ def test_schemathesis_every_operation(tmp_path: Path, stack: Stack) -> None:
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scale(300, 3000),
         env=stack.env,
     )
     elapsed = time.monotonic() - started
@@ -148,6 +149,8 @@ def test_schemathesis_every_operation(tmp_path: Path, stack: Stack) -> None:
     )
     tested = re.search(r"Tested:\s+(\d+)", out)
     assert tested and int(tested.group(1)) == n_ops, summary
+    record("repetitions", f"{n_ops} operations, up to {MAX_EXAMPLES} cases each")
+    record("5xx", out.count("Server error"))
     assert proc.returncode == 0, f"schemathesis failed after {elapsed:.0f}s:\n{out[-20000:]}"
     # the server logged no unhandled exception either
     assert "Traceback" not in stack.log_text(), stack.log_text()
