@@ -41,6 +41,7 @@ from occ_storage.nodes import TEMP_PREFIX, LocalDirNode
 from tests.fakes.microservice import MICROSERVICE_ADDRESS, FakeMicroservice
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.chaos import record, scale
+from tests.fixtures.promises import check_paid_promises, files_outside
 from tests.fixtures.services import (
     VENV_BIN,
     RedisServer,
@@ -184,7 +185,20 @@ def gateway(
         worker = stack.start_worker("paid", concurrency=1)
         port = free_port()
         stack.start_gunicorn(port, workers=2)
-        yield Gateway(f"http://127.0.0.1:{port}", stack, worker, proxy, anvil, client, Jobs(client))
+        gw = Gateway(f"http://127.0.0.1:{port}", stack, worker, proxy, anvil, client, Jobs(client))
+        yield gw
+        # after every scenario of this module: the promises of reliability.md §1 still hold
+        counts = check_paid_promises(
+            client,
+            stack.storage_dir / "ledger",
+            anvil.w3,
+            anvil.token_address,
+            anvil.treasury.address,
+            CALLDATA,
+            OBSERVED,
+        )
+        print(f"promises after the paid-flow scenarios: {counts}")
+        assert files_outside(root, [root / "storage", root / "logs", config_path]) == []
     finally:
         stack.stop_all()
         proxy.close()
@@ -237,10 +251,15 @@ def upload(base: str, params: dict[str, str], files: list[bytes]) -> requests.Re
     return requests.post(f"{base}/upload", params=params, files=parts, timeout=60)
 
 
+OBSERVED: dict[str, list[int]] = {}  # every status the tests saw, per quote: only forward
+
+
 def status(base: str, quote_id: str) -> int:
-    return int(
+    code = int(
         requests.get(f"{base}/getStatus", params={"quoteId": quote_id}, timeout=10).json()["status"]
     )
+    OBSERVED.setdefault(quote_id, []).append(code)
+    return code
 
 
 def wait_final(gw: Gateway, quote_id: str, timeout: float = 60) -> int:
