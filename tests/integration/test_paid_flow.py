@@ -585,6 +585,75 @@ def test_concurrent_uploads_with_one_nonce_accept_exactly_one(gateway: Gateway) 
     assert len(accepted) == pairs
 
 
+def _raw_multipart_upload(base: str, params: dict[str, str], body_size: int) -> tuple[Any, bool]:
+    """POST /upload with http.client, writing the whole ~body_size multipart body before reading
+    (as Ocean's uploader.js does); returns (response, whether the server closed the connection)."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    boundary = "occboundary"
+    data = payload(99, body_size)
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file1"; filename="big.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    netloc = urlsplit(base)
+    conn = http.client.HTTPConnection(netloc.hostname, netloc.port, timeout=30)
+    conn.request(  # raises BrokenPipeError / ConnectionResetError if the server hung up on us
+        "POST",
+        f"/upload?{urlencode(params)}",
+        body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    resp = conn.getresponse()
+    payload_bytes = resp.read()
+    closed = resp.will_close
+    if not closed:  # the body was drained: the same connection serves the next request
+        conn.request("GET", "/health")
+        again = conn.getresponse()
+        again.read()
+        assert again.status == 200
+    conn.close()
+    return (resp.status, json.loads(payload_bytes), dict(resp.getheaders())), closed
+
+
+def test_upload_refused_before_its_body_is_read_is_answered(gateway: Gateway) -> None:
+    """Issue 12 item 2: a 250 KB paid upload with a reused nonce is refused (409) before the body
+    is parsed; a client that writes the whole body first must still read the 409 in the error
+    shape (not EPIPE), on a connection that is then closed or reusable."""
+    gw, env = gateway, gateway.chain
+    user = env.account(9)
+    quote = get_quote(gw.base, user.address, [250_000], env.token_address)
+    used = next_nonce()
+    history = requests.get(
+        f"{gw.base}/getHistory",
+        params={
+            "userAddress": user.address,
+            "nonce": used,
+            "signature": sign_text(user.key, signed_text("", used)),
+        },
+        timeout=10,
+    )
+    assert history.status_code == 200, history.text
+    params = {
+        "quoteId": quote["quoteId"],
+        "nonce": used,
+        "signature": sign_text(user.key, signed_text(quote["quoteId"], used)),
+    }
+    for _ in range(3):
+        (code, body, headers), _closed = _raw_multipart_upload(gw.base, params, 250_000)
+        assert code == 409, body
+        assert body["code"] == 409 and body["status"] == "Conflict", body
+        assert "nonce" in body["message"].lower(), body
+        assert "Retry-After" not in headers
+    assert gw.jobs.status(quote["quoteId"]) == Status.QUOTED
+
+
 def test_remote_storage_flow_relays_links(gateway: Gateway) -> None:
     """A registered microservice: the gateway quotes through it, collects payment, hands it the staged files."""
     gw, env = gateway, gateway.chain
