@@ -151,7 +151,8 @@ class Upload(MethodView):
     @blp.doc(
         security=BEARER,
         requestBody={
-            "required": True,
+            "required": False,  # no body: the empty file
+            "description": "The file's bytes (none for an empty file)",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
