@@ -39,6 +39,11 @@ def _object(description: str) -> ma.fields.Dict:
 
 
 class NetworkStatusSchema(ma.Schema):
+    """The /status report; declared permissively (fields are added as the estimators grow)."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # no additionalProperties: false in the document
+
     network = _object("Exact counts and estimated union and average replication (with CIs)")
     replication = _object("Replica classes, at-least counts, SLO (may be unknown), load")
     nodes = ma.fields.List(ma.fields.Dict(), metadata={"description": "Exact per-node figures"})
