@@ -21,6 +21,23 @@ SIGNATURE_DOC = (
 )
 
 
+def quote_id_field(**kwargs: Any) -> ma.fields.String:
+    return format_field(QUOTE_ID_RE, QUOTE_ID_ERROR, **kwargs)
+
+
+def nonce_field(**kwargs: Any) -> ma.fields.String:
+    kwargs.setdefault(
+        "metadata", {"description": "Greater than the last nonce this wallet used (unix seconds)"}
+    )
+    return format_field(NONCE_RE, NONCE_ERROR, **kwargs)
+
+
+def signature_field(description: str = SIGNATURE_DOC, **kwargs: Any) -> ma.fields.String:
+    return ma.fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": description}, **kwargs
+    )
+
+
 class StrictInteger(ma.fields.Integer):
     """A JSON integer (no strings, floats or booleans)."""
 
@@ -120,7 +137,7 @@ class QuoteIdQuerySchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    quoteId = format_field(QUOTE_ID_RE, QUOTE_ID_ERROR, required=True)
+    quoteId = quote_id_field(required=True)
 
 
 class SignedQuerySchema(QuoteIdQuerySchema):
@@ -128,17 +145,8 @@ class SignedQuerySchema(QuoteIdQuerySchema):
 
     error_prefix = "Invalid signed request"
 
-    nonce = format_field(
-        NONCE_RE,
-        NONCE_ERROR,
-        required=True,
-        metadata={"description": "Greater than the last nonce this wallet used (unix seconds)"},
-    )
-    signature = ma.fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": SIGNATURE_DOC},
-    )
+    nonce = nonce_field(required=True)
+    signature = signature_field(required=True)
 
 
 class HistoryQuerySchema(ma.Schema):
@@ -148,17 +156,8 @@ class HistoryQuerySchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     userAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
-    nonce = format_field(
-        NONCE_RE,
-        NONCE_ERROR,
-        required=True,
-        metadata={"description": "Greater than the last nonce this wallet used (unix seconds)"},
-    )
-    signature = ma.fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": 'Signature of "0x" + sha256("" + nonce)'},
-    )
+    nonce = nonce_field(required=True)
+    signature = signature_field('Signature of "0x" + sha256("" + nonce)', required=True)
     page = ma.fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     pageSize = ma.fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     storage = ma.fields.String(load_default=None, validate=validate.Length(min=1, max=64))

@@ -7,13 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from api.paid.schemas import (
-    NONCE_ERROR,
-    QUOTE_ID_ERROR,
-    SIGNATURE_DOC,
-)
-from api.validation import format_field
-from occ_protocol.formats import NONCE_RE, QUOTE_ID_RE
+from api.paid.schemas import SIGNATURE_DOC, nonce_field, quote_id_field, signature_field
 
 
 class UploadFormSchema(ma.Schema):
@@ -59,23 +53,15 @@ class UploadQuerySchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    quoteId = format_field(
-        QUOTE_ID_RE,
-        QUOTE_ID_ERROR,
+    quoteId = quote_id_field(
         load_default=None,
         metadata={"description": "Paid upload: the quote (with nonce and signature)"},
     )
-    nonce = format_field(
-        NONCE_RE,
-        NONCE_ERROR,
+    nonce = nonce_field(
         load_default=None,
         metadata={"description": "Paid upload: greater than the wallet's last nonce (seconds)"},
     )
-    signature = ma.fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": f"Paid upload: {SIGNATURE_DOC}"},
-    )
+    signature = signature_field(f"Paid upload: {SIGNATURE_DOC}", load_default=None)
 
     @ma.validates_schema
     def _paid_needs_all(self, data: dict[str, Any], **kwargs: Any) -> None:
