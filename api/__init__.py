@@ -1,7 +1,14 @@
-"""create_app(config=None): settings, extensions, blueprints, error handlers."""
+"""create_app(config=None): settings, extensions, blueprints, error handlers.
+
+Blueprints are registered from one list per app (PUBLIC_BLUEPRINTS here, PRIVATE_BLUEPRINTS in
+api/private), each module holding a `blp`; a hook such as metrics is one more line in
+`create_app` after `register_blueprints`.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
 from typing import Any
 
 import swagger_ui_bundle
@@ -9,15 +16,22 @@ from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.errors import register_error_handlers
+from api.errors import ErrorSchema, register_error_handlers
 from api.limits import init_limiter
-from api.requests import StagingRequest
+from api.requests import StagingRequest, finish_unread_body
 from occ_protocol.status import STATUS_TABLE_MARKDOWN
 from workers.logs import configure_logging
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings
 
 SWAGGER_ASSETS = "/docs/assets"
+PUBLIC_BLUEPRINTS = (
+    "api.health.routes",
+    "api.storage.routes",
+    "api.jobs.routes",
+    "api.paid.routes",
+)
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
 DESCRIPTION = f"""
 Storage gateway: direct uploads into the OCC replicated chunk store, and paid uploads
 (Ocean Protocol's storage-backend protocol) settled in ERC-20 tokens on an EVM chain.
@@ -30,6 +44,33 @@ Job and quote status codes (`/getStatus`, `/jobs/{{id}}`); a status only moves t
 """
 
 
+class GatewayApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api with the gateway's one error schema in the document."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+def register_blueprints(api: Api, modules: Iterable[str]) -> None:
+    """Register the `blp` of every module in `modules`, in order."""
+    for name in modules:
+        api.register_blueprint(importlib.import_module(name).blp)
+
+
+def openapi_config(title: str, description: str) -> dict[str, Any]:
+    """flask-smorest settings: the document at /openapi.json, OpenAPI 3.0.3."""
+    return {
+        "API_TITLE": title,
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": description},
+            "components": {"securitySchemes": {"bearer": BEARER_SCHEME}},
+        },
+    }
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the public gateway app. `config` may hold `SETTINGS` (a Settings) and Flask keys."""
     config = dict(config or {})
@@ -38,16 +79,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.request_class = StagingRequest
+    app.config.update(openapi_config("OCC storage gateway", DESCRIPTION))
     app.config.update(
-        API_TITLE="OCC storage gateway",
-        API_VERSION="1.0.0",
-        OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX="/",
-        OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         # Swagger UI's own files are served from the pinned pip package: /docs works offline.
         OPENAPI_SWAGGER_UI_URL=f"{SWAGGER_ASSETS}/",
-        API_SPEC_OPTIONS={"info": {"description": DESCRIPTION}},
         # +1: werkzeug's limited stream raises once a read reaches the limit, so a body of
         # exactly MAX_UPLOAD_SIZE bytes must stay below it; one byte more is a 413.
         MAX_CONTENT_LENGTH=settings.max_upload_size + 1,
@@ -72,23 +108,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["occ"] = runtime
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
 
-    api = Api(app)
+    api = GatewayApi(app)
     register_error_handlers(app)
     init_limiter(app, settings)
-
-    from api.health.routes import blp as health_blp
-    from api.jobs.routes import blp as jobs_blp
-    from api.paid.routes import blp as paid_blp
-    from api.storage.routes import blp as storage_blp
-
-    for blp in (health_blp, storage_blp, jobs_blp, paid_blp):
-        api.register_blueprint(blp)
+    app.after_request(finish_unread_body)
+    register_blueprints(api, PUBLIC_BLUEPRINTS)
 
     @app.get(f"{SWAGGER_ASSETS}/<path:name>")
     def swagger_asset(name: str) -> Response:
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
 
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
-    )
     return app

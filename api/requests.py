@@ -6,7 +6,7 @@ import io
 import tempfile
 from typing import IO, cast
 
-from flask import Request, current_app
+from flask import Request, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
@@ -63,3 +63,34 @@ class StagingRequest(Request):
         staging = current_app.extensions["occ"].settings.staging_dir
         # delete=True: the temp file vanishes when closed, including on errors
         return tempfile.NamedTemporaryFile(dir=staging, prefix=".upload-", delete=True)
+
+
+# A refused request whose body was not read (409 nonce reuse, 401, 403 ... answered before the
+# multipart parse) is drained up to this many bytes before the answer, so that a client that
+# writes its whole body before reading (Ocean's uploader.js, http.client) reads the error
+# instead of failing with EPIPE / ECONNRESET when the server closes on unread data.
+DRAIN_LIMIT = 16 * 1024 * 1024
+DRAIN_BLOCK = 64 * 1024
+
+
+def finish_unread_body(response: Response) -> Response:
+    """after_request: drain the rest of a refused request's body (bounded); else close."""
+    if response.status_code < 400 or request.method not in {"POST", "PUT", "PATCH"}:
+        return response
+    length = request.content_length
+    if length is None or length > DRAIN_LIMIT:
+        # chunked or too large to read for nothing: the connection cannot be reused
+        response.headers["Connection"] = "close"
+        return response
+    left = length
+    try:
+        # request.stream knows how much of the body the view consumed (werkzeug's LimitedStream,
+        # _WholeBody above, or gunicorn's own length-bounded input)
+        while left > 0:
+            block = request.stream.read(min(DRAIN_BLOCK, left))
+            if not block:
+                break
+            left -= len(block)
+    except Exception:  # the client went away, or the body is refused as too large
+        response.headers["Connection"] = "close"
+    return response

@@ -7,11 +7,8 @@ from typing import Any
 
 from flask import Response, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api.deps import runtime
-from api.errors import ApiError
-from api.paid import load, paid_errors
 from api.paid.schemas import (
     HistoryEntrySchema,
     HistoryQuerySchema,
@@ -23,6 +20,7 @@ from api.paid.schemas import (
     StatusSchema,
     StorageSchema,
 )
+from api.validation import Blueprint, errors_doc
 from workers import paid
 
 blp = Blueprint(
@@ -31,19 +29,13 @@ blp = Blueprint(
     description="Paid uploads (Ocean's storage-backend protocol): quote, approve, sign, upload, link",
 )
 
-SIGNED_DOC = {"parameters": [{"in": "query", "schema": SignedQuerySchema}]}
-QUOTE_ID_DOC = {"parameters": [{"in": "query", "schema": QuoteIdQuerySchema}]}
-
-
-def _query() -> dict[str, Any]:
-    """Query string, completed by a JSON or form body for POST (the seed's clients vary)."""
-    args: dict[str, Any] = {}
-    if request.method == "POST":
-        body = request.get_json(silent=True) if request.is_json else None
-        if isinstance(body, dict):
-            args.update({k: v for k, v in body.items() if isinstance(v, str)})
-    args.update(request.args.to_dict())
-    return args
+LINK_ERRORS = errors_doc(
+    blp,
+    e400="Malformed quoteId, nonce or signature",
+    e403="Signature is not by the quote's owner",
+    e404="No such quote",
+    e409="Nonce already used, or files not stored yet",
+)
 
 
 def public_base() -> str:
@@ -53,6 +45,7 @@ def public_base() -> str:
 @blp.route("/")
 class Storages(MethodView):
     @blp.response(200, StorageSchema(many=True))
+    @errors_doc(blp)
     def get(self) -> list[dict[str, Any]]:
         """Storage types and accepted payments: the built-in `occ` plus every live registered storage."""
         return paid.list_storages(runtime())
@@ -60,99 +53,80 @@ class Storages(MethodView):
 
 @blp.route("/getQuote")
 class GetQuote(MethodView):
-    @blp.doc(
-        requestBody={
-            "required": True,
-            "content": {"application/json": {"schema": QuoteRequestSchema}},
-        }
-    )
+    @blp.arguments(QuoteRequestSchema)
     @blp.response(200, QuoteSchema)
-    @blp.alt_response(400, description="Invalid request: the message names the field")
-    @blp.alt_response(503, description="The storage's microservice could not quote")
-    def post(self) -> dict[str, Any]:
+    @errors_doc(
+        blp,
+        e400="Invalid request: the message names the field",
+        e503="The storage's microservice could not quote",
+    )
+    def post(self, req: dict[str, Any]) -> dict[str, Any]:
         """Price storing files for a duration; approve `tokenAmount` to `approveAddress`, then upload."""
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ApiError(400, "Invalid quote request: body: must be a JSON object")
-        req = load(QuoteRequestSchema(), body, "quote request")
-        with paid_errors():
-            return paid.create_quote(runtime(), req)
-
-
-def _status() -> dict[str, int]:
-    q = load(QuoteIdQuerySchema(), _query(), "status request")
-    return {"status": paid.quote_status(runtime(), q["quoteId"])}
+        return paid.create_quote(runtime(), req)
 
 
 @blp.route("/getStatus")
 class GetStatus(MethodView):
-    @blp.doc(**QUOTE_ID_DOC)
+    @blp.arguments(QuoteIdQuerySchema, location="query")
     @blp.response(200, StatusSchema)
-    @blp.alt_response(400, description="Malformed quoteId")
-    def get(self) -> dict[str, int]:
+    @errors_doc(blp, e400="Malformed quoteId")
+    def get(self, q: dict[str, Any]) -> dict[str, int]:
         """Status of a quote (0: no such quote; codes in the API description)."""
-        return _status()
+        return {"status": paid.quote_status(runtime(), q["quoteId"])}
 
-    @blp.doc(**QUOTE_ID_DOC)
+    @blp.arguments(QuoteIdQuerySchema, location="query")
     @blp.response(200, StatusSchema)
-    @blp.alt_response(400, description="Malformed quoteId")
-    def post(self) -> dict[str, int]:
-        """Status of a quote (the seed's POST form)."""
-        return _status()
+    @errors_doc(blp, e400="Malformed quoteId")
+    def post(self, q: dict[str, Any]) -> dict[str, int]:
+        """Status of a quote (the seed's POST form; the parameters may also be a JSON body)."""
+        return {"status": paid.quote_status(runtime(), q["quoteId"])}
 
 
-def _links() -> Response:
-    q = load(SignedQuerySchema(), _query(), "link request")
-    with paid_errors():
-        links = paid.get_links(runtime(), q["quoteId"], q["nonce"], q["signature"], public_base())
+def _links(q: dict[str, Any]) -> Response:
+    links = paid.get_links(runtime(), q["quoteId"], q["nonce"], q["signature"], public_base())
     return jsonify(links)
 
 
 @blp.route("/getLink")
 class GetLink(MethodView):
-    @blp.doc(**SIGNED_DOC)
+    @blp.arguments(SignedQuerySchema, location="query")
     @blp.response(200, LinkSchema(many=True))
-    @blp.alt_response(400, description="Malformed quoteId, nonce or signature")
-    @blp.alt_response(403, description="Signature is not by the quote's owner")
-    @blp.alt_response(404, description="No such quote")
-    @blp.alt_response(409, description="Nonce already used, or files not stored yet")
-    def get(self) -> Response:
+    @LINK_ERRORS
+    def get(self, q: dict[str, Any]) -> Response:
         """The DDO `files` objects of a stored quote, one per file in upload order (owner only)."""
-        return _links()
+        return _links(q)
 
-    @blp.doc(**SIGNED_DOC)
+    @blp.arguments(SignedQuerySchema, location="query")
     @blp.response(200, LinkSchema(many=True))
-    @blp.alt_response(400, description="Malformed quoteId, nonce or signature")
-    @blp.alt_response(403, description="Signature is not by the quote's owner")
-    @blp.alt_response(404, description="No such quote")
-    @blp.alt_response(409, description="Nonce already used, or files not stored yet")
-    def post(self) -> Response:
-        """The DDO `files` objects (the seed's POST form)."""
-        return _links()
+    @LINK_ERRORS
+    def post(self, q: dict[str, Any]) -> Response:
+        """The DDO `files` objects (the seed's POST form; the parameters may also be a JSON body)."""
+        return _links(q)
 
 
 @blp.route("/getHistory")
 class GetHistory(MethodView):
-    @blp.doc(parameters=[{"in": "query", "schema": HistoryQuerySchema}])
+    @blp.arguments(HistoryQuerySchema, location="query")
     @blp.response(
         200, HistoryEntrySchema(many=True), headers={"X-Pagination": {"schema": {"type": "string"}}}
     )
-    @blp.alt_response(400, description="Malformed address, nonce, signature or paging")
-    @blp.alt_response(403, description="Signature is not by userAddress")
-    @blp.alt_response(409, description="Nonce already used")
-    def get(self) -> Response:
+    @errors_doc(
+        blp,
+        e400="Malformed address, nonce, signature or paging",
+        e403="Signature is not by userAddress",
+        e409="Nonce already used",
+    )
+    def get(self, q: dict[str, Any]) -> Response:
         """The user's quotes, newest first, with their status (signed text uses an empty quoteId)."""
-        q = load(HistoryQuerySchema(), request.args.to_dict(), "history request")
-        with paid_errors():
-            total, items = paid.get_history(
-                runtime(),
-                q["userAddress"],
-                q["nonce"],
-                q["signature"],
-                q["page"],
-                q["pageSize"],
-                q["storage"],
-            )
+        total, items = paid.get_history(
+            runtime(),
+            q["userAddress"],
+            q["nonce"],
+            q["signature"],
+            q["page"],
+            q["pageSize"],
+            q["storage"],
+        )
         resp = jsonify(items)
         resp.headers["X-Pagination"] = json.dumps(
             {"total": total, "page": q["page"], "page_size": q["pageSize"]}, separators=(",", ":")

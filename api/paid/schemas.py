@@ -7,13 +7,35 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
+from api.validation import format_field
+from occ_protocol.formats import ADDRESS_RE, NONCE_RE, QUOTE_ID_RE
 from workers.paid import MAX_FILES
 
-ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-QUOTE_ID = r"^[0-9a-fA-F]{32}$"
-NONCE = r"^[0-9]{1,13}$"
 MAX_CHAIN_ID = 2**63 - 1
 ADDRESS_ERROR = "must be 0x followed by 40 hex characters"
+NONCE_ERROR = "must be 1 to 13 decimal digits"
+QUOTE_ID_ERROR = "must be 32 hexadecimal characters"
+SIGNATURE_DOC = (
+    'EIP-191 `personal_sign` by the owner of the text `"0x" + sha256_hex(quoteId + nonce)` '
+    "(protocol.md §2): 0x-hex, 65 bytes (r, s, v), low s"
+)
+
+
+def quote_id_field(**kwargs: Any) -> ma.fields.String:
+    return format_field(QUOTE_ID_RE, QUOTE_ID_ERROR, **kwargs)
+
+
+def nonce_field(**kwargs: Any) -> ma.fields.String:
+    kwargs.setdefault(
+        "metadata", {"description": "Greater than the last nonce this wallet used (unix seconds)"}
+    )
+    return format_field(NONCE_RE, NONCE_ERROR, **kwargs)
+
+
+def signature_field(description: str = SIGNATURE_DOC, **kwargs: Any) -> ma.fields.String:
+    return ma.fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": description}, **kwargs
+    )
 
 
 class StrictInteger(ma.fields.Integer):
@@ -52,13 +74,13 @@ class QuotePaymentSchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     chainId = ChainId(required=True)
-    tokenAddress = ma.fields.String(
-        required=True, validate=validate.Regexp(ADDRESS, error=ADDRESS_ERROR)
-    )
+    tokenAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
 
 
 class QuoteRequestSchema(ma.Schema):
     """POST /getQuote body."""
+
+    error_prefix = "Invalid quote request"
 
     class Meta:
         unknown = ma.EXCLUDE
@@ -79,9 +101,7 @@ class QuoteRequestSchema(ma.Schema):
         metadata={"description": "Seconds to store for (> 0 for occ, at most MAX_DURATION)"},
     )
     payment = ma.fields.Nested(QuotePaymentSchema, required=True)
-    userAddress = ma.fields.String(
-        required=True, validate=validate.Regexp(ADDRESS, error=ADDRESS_ERROR)
-    )
+    userAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
 
 
 class QuoteSchema(ma.Schema):
@@ -112,42 +132,32 @@ class StorageSchema(ma.Schema):
 
 
 class QuoteIdQuerySchema(ma.Schema):
+    error_prefix = "Invalid status request"
+
     class Meta:
         unknown = ma.EXCLUDE
 
-    quoteId = ma.fields.String(
-        required=True, validate=validate.Regexp(QUOTE_ID, error="must be 32 hexadecimal characters")
-    )
+    quoteId = quote_id_field(required=True)
 
 
 class SignedQuerySchema(QuoteIdQuerySchema):
     """quoteId, nonce and the owner's EIP-191 signature of "0x" + sha256(quoteId + nonce)."""
 
-    nonce = ma.fields.String(
-        required=True, validate=validate.Regexp(NONCE, error="must be 1 to 13 decimal digits")
-    )
-    signature = ma.fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "0x-hex 65-byte signature (r, s, v)"},
-    )
+    error_prefix = "Invalid signed request"
+
+    nonce = nonce_field(required=True)
+    signature = signature_field(required=True)
 
 
 class HistoryQuerySchema(ma.Schema):
+    error_prefix = "Invalid history request"
+
     class Meta:
         unknown = ma.EXCLUDE
 
-    userAddress = ma.fields.String(
-        required=True, validate=validate.Regexp(ADDRESS, error=ADDRESS_ERROR)
-    )
-    nonce = ma.fields.String(
-        required=True, validate=validate.Regexp(NONCE, error="must be 1 to 13 decimal digits")
-    )
-    signature = ma.fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": 'Signature of "0x" + sha256("" + nonce)'},
-    )
+    userAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
+    nonce = nonce_field(required=True)
+    signature = signature_field('Signature of "0x" + sha256("" + nonce)', required=True)
     page = ma.fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     pageSize = ma.fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     storage = ma.fields.String(load_default=None, validate=validate.Length(min=1, max=64))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, Any
 
 from flask import Response, jsonify, request
 
 from api.deps import runtime
-from api.paid import load, paid_errors
-from api.paid.schemas import SignedQuerySchema
 from workers import paid
 
 
@@ -23,11 +21,11 @@ def _enqueue(quote_id: str) -> None:
     process_payment.apply_async(args=[quote_id])
 
 
-def paid_upload() -> Response:
-    """Check the quote, signature and nonce, stage the files durably, queue the payment; 200 {message}."""
-    q = load(SignedQuerySchema(), request.args.to_dict(), "upload request")
-    with paid_errors():
-        result = paid.accept_upload(
-            runtime(), q["quoteId"], q["nonce"], q["signature"], _parts, _enqueue
-        )
+def paid_upload(q: dict[str, Any]) -> Response:
+    """Check the quote, signature and nonce, stage the files durably, queue the payment; 200 {message}.
+
+    The body is parsed only once the quote, signature and nonce are accepted (`_parts`)."""
+    result = paid.accept_upload(
+        runtime(), q["quoteId"], q["nonce"], q["signature"], _parts, _enqueue
+    )
     return jsonify(result)

@@ -7,14 +7,13 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import marshmallow as ma
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api.auth import require_api_key
 from api.deps import runtime
 from api.errors import ApiError
+from api.paid.schemas import UploadAcceptedSchema
 from api.paid.upload import paid_upload
 from api.storage.schemas import (
     FilesQuerySchema,
@@ -23,56 +22,66 @@ from api.storage.schemas import (
     RawUploadQuerySchema,
     RebalanceSchema,
     UploadFormSchema,
+    UploadQuerySchema,
     UploadResultSchema,
     VerifySchema,
 )
+from api.validation import BEARER, PARSER, Blueprint, errors_doc
+from occ_protocol.formats import FILE_HASH_RE, is_file_hash
 from workers import storage_jobs
 
 blp = Blueprint(
     "storage", __name__, description="Direct uploads and downloads in the OCC chunk store"
 )
 
-HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 HASH_PARAM = {
     "in": "path",
     "name": "file_hash",
     "required": True,
-    "schema": {"type": "string", "pattern": HASH.pattern},
+    "schema": {"type": "string", "pattern": f"^{FILE_HASH_RE.pattern}$"},
     "description": "SHA-256 of the whole file (hex)",
 }
 
-MULTIPART_DOC = {
+UPLOAD_DOC = {
+    "tags": ["storage", "paid"],
+    # direct uploads need a key when API_KEYS is set; paid uploads are authorised by the signature
+    "security": [*BEARER, {}],
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
+                    "description": (
+                        "Direct upload: one part `file` (and optionally `replication_factor`). "
+                        "Paid upload (with quoteId, nonce, signature in the query): parts "
+                        "`file1` ... `fileN`, one per quoted file, in the quote's order."
+                    ),
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "replication_factor": {"type": "integer", "minimum": 1},
                     },
-                    "required": ["file"],
+                    "additionalProperties": {"type": "string", "format": "binary"},
                 }
             }
         },
     },
-    "parameters": [
-        {
-            "in": "query",
-            "name": "quoteId",
-            "schema": {"type": "string"},
-            "required": False,
-            "description": "Paid upload (protocol.md): with nonce and signature; parts file1, file2, ...",
-        },
-        {"in": "query", "name": "nonce", "schema": {"type": "string"}, "required": False},
-        {"in": "query", "name": "signature", "schema": {"type": "string"}, "required": False},
-    ],
+    "responses": {
+        200: {
+            "description": "Direct: the stored file (UploadResult). Paid: `{message, quoteId}`, "
+            "the files staged and the payment queued (follow it with /getStatus)",
+            "content": {
+                "application/json": {
+                    "schema": {"anyOf": [UploadResultSchema, UploadAcceptedSchema]}
+                }
+            },
+        }
+    },
 }
 
 
 def check_hash(file_hash: str) -> str:
-    if not HASH.match(file_hash):
+    if not is_file_hash(file_hash):
         raise ApiError(
             400,
             "Malformed file hash: expected 64 hexadecimal characters",
@@ -93,43 +102,42 @@ def check_replication(value: int | None) -> int:
     return r
 
 
-def load(schema: ma.Schema, data: Any) -> dict[str, Any]:
-    try:
-        result: dict[str, Any] = schema.load(data)
-    except ma.ValidationError as err:
-        fields = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
-        raise ApiError(400, "Invalid input: " + ", ".join(sorted(fields)), fields) from None
-    return result
-
-
 def upload_result(summary: dict[str, Any]) -> dict[str, Any]:
     return {"success": True, **summary}
 
 
 @blp.route("/upload")
 class Upload(MethodView):
-    @blp.doc(**MULTIPART_DOC)
+    @blp.arguments(UploadQuerySchema, location="query")
+    @blp.doc(**UPLOAD_DOC)
     @blp.response(200, UploadResultSchema)
-    @blp.alt_response(
-        400, description="Missing file part, bad replication_factor or paid-upload input"
+    @errors_doc(
+        blp,
+        e400="Missing file part, bad replication_factor or paid-upload input",
+        e401="API key required (direct upload, when API_KEYS is set)",
+        e403="Paid upload: signature is not the quote owner's",
+        e404="Paid upload: no such quote",
+        e409="Paid upload: nonce not above the last one, or quote already used",
+        e413="Body larger than MAX_UPLOAD_SIZE",
     )
-    @blp.alt_response(401, description="API key required (when API_KEYS is set)")
-    @blp.alt_response(403, description="Paid upload: signature is not the quote owner's")
-    @blp.alt_response(404, description="Paid upload: no such quote")
-    @blp.alt_response(
-        409, description="Paid upload: nonce not above the last one, or quote already used"
-    )
-    @blp.alt_response(413, description="Body larger than MAX_UPLOAD_SIZE")
-    @blp.alt_response(503, description="State store (Redis) or a storage node unavailable")
-    def post(self) -> Any:
-        """Upload a file (multipart `file`); acknowledged once every chunk is on the write quorum.
+    def post(self, query: dict[str, Any]) -> Any:
+        """Upload files; two forms.
 
-        With `?quoteId=...&nonce=...&signature=...` this is the paid upload of protocol.md.
+        **Direct** (no query): multipart part `file`, optional `replication_factor`; needs
+        `Authorization: Bearer <key>` when API_KEYS is set. Acknowledged once every chunk is on the
+        write quorum; answers UploadResult.
+
+        **Paid** (protocol.md §1, tag `paid`): `?quoteId=<id>&nonce=<n>&signature=<sig>` and parts
+        `file1` ... `fileN`. The signature (protocol.md §2) is the EIP-191 `personal_sign` by the quote's
+        owner of the text `"0x" + sha256_hex(quoteId + nonce)` (0x-hex, 65 bytes r,s,v, low s); the
+        nonce is a decimal string greater than any nonce the wallet used before (Ocean's client: unix
+        seconds). Answers `{message, quoteId}`; the quote then moves through the status codes of
+        /getStatus. A refused upload (400, 403, 404, 409) is answered before the files are read.
         """
-        if "quoteId" in request.args:
-            return paid_upload()
+        if query["quoteId"] is not None:
+            return paid_upload(query)
         require_api_key()
-        form = load(UploadFormSchema(), request.form)
+        form = PARSER.parse(UploadFormSchema, location="form")
         r = check_replication(form["replication_factor"])
         upload = request.files.get("file")
         if upload is None:
@@ -141,16 +149,22 @@ class Upload(MethodView):
 
     @blp.arguments(RawUploadQuerySchema, location="query")
     @blp.doc(
+        security=BEARER,
         requestBody={
-            "required": True,
+            "required": False,  # no body: the empty file
+            "description": "The file's bytes (none for an empty file)",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
-        }
+        },
     )
     @blp.response(200, UploadResultSchema)
-    @blp.alt_response(400, description="Bad replication_factor")
-    @blp.alt_response(413, description="Body larger than MAX_UPLOAD_SIZE")
+    @errors_doc(
+        blp,
+        e400="Bad replication_factor",
+        e401="API key required (when API_KEYS is set)",
+        e413="Body larger than MAX_UPLOAD_SIZE",
+    )
     def put(self, query: dict[str, Any]) -> Any:
         """Raw streaming upload: the body is the file (`curl -T file URL?name=...`), no multipart."""
         require_api_key()
@@ -173,9 +187,7 @@ class Download(MethodView):
     )
     @blp.alt_response(206, description="Partial content (Range)")
     @blp.alt_response(304, description="Not modified (If-None-Match)")
-    @blp.alt_response(400, description="Malformed hash")
-    @blp.alt_response(404, description="No such file")
-    @blp.alt_response(416, description="Range not satisfiable")
+    @errors_doc(blp, e400="Malformed hash", e404="No such file", e416="Range not satisfiable")
     def get(self, file_hash: str) -> Response:
         """Download a file; every chunk is verified, bad replicas are skipped and queued for repair."""
         file_hash = check_hash(file_hash)
@@ -234,6 +246,7 @@ class Download(MethodView):
 class Files(MethodView):
     @blp.arguments(FilesQuerySchema, location="query")
     @blp.response(200, FilesSchema)
+    @errors_doc(blp, e400="Bad page or per_page")
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """List stored files, newest first, with their live replication (paginated)."""
         page, per_page = query["page"], query["per_page"]
@@ -243,11 +256,15 @@ class Files(MethodView):
 
 @blp.route("/files/<string:file_hash>", parameters=[HASH_PARAM])
 class FileItem(MethodView):
+    @blp.doc(security=BEARER)
     @blp.response(204)
-    @blp.alt_response(400, description="Malformed hash")
-    @blp.alt_response(401, description="API key required")
-    @blp.alt_response(404, description="No such file")
-    @blp.alt_response(409, description="A repair or rebalance holds the file; retry")
+    @errors_doc(
+        blp,
+        e400="Malformed hash",
+        e401="API key required",
+        e404="No such file",
+        e409="A repair or rebalance holds the file; retry",
+    )
     def delete(self, file_hash: str) -> None:
         """Delete a file: its manifest everywhere, and every chunk no other file uses.
 
@@ -262,8 +279,7 @@ class FileItem(MethodView):
 @blp.route("/verify/<string:file_hash>", parameters=[HASH_PARAM])
 class Verify(MethodView):
     @blp.response(200, VerifySchema)
-    @blp.alt_response(400, description="Malformed hash")
-    @blp.alt_response(404, description="No such file")
+    @errors_doc(blp, e400="Malformed hash", e404="No such file")
     def get(self, file_hash: str) -> dict[str, Any]:
         """Verify every replica of every chunk (hash checked) and report the live replication."""
         return storage_jobs.verify_file(check_hash(file_hash))
@@ -272,10 +288,15 @@ class Verify(MethodView):
 @blp.route("/rebalance/<string:file_hash>", parameters=[HASH_PARAM])
 class Rebalance(MethodView):
     @blp.arguments(RebalanceSchema)
+    @blp.doc(security=BEARER)
     @blp.response(202, JobAcceptedSchema)
-    @blp.alt_response(400, description="Malformed hash or replication_factor out of range")
-    @blp.alt_response(401, description="API key required")
-    @blp.alt_response(404, description="No such file")
+    @errors_doc(
+        blp,
+        e400="Malformed hash or replication_factor out of range",
+        e401="API key required",
+        e404="No such file",
+        e409="A repair or rebalance holds the file; retry",
+    )
     def post(self, body: dict[str, Any], file_hash: str) -> dict[str, Any]:
         """Change a file's replication factor; a worker copies or trims replicas (job status at /jobs/{id})."""
         require_api_key()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 from marshmallow import validate
 
-HASH_RE = r"^[0-9a-fA-F]{64}$"
+from api.paid.schemas import SIGNATURE_DOC, nonce_field, quote_id_field, signature_field
 
 
 class UploadFormSchema(ma.Schema):
+    error_prefix = "Invalid upload"
+
     class Meta:
         unknown = ma.EXCLUDE
 
@@ -28,6 +32,8 @@ class UploadFileSchema(ma.Schema):
 
 
 class RawUploadQuerySchema(ma.Schema):
+    error_prefix = "Invalid upload"
+
     class Meta:
         unknown = ma.EXCLUDE
 
@@ -38,15 +44,31 @@ class RawUploadQuerySchema(ma.Schema):
     )
 
 
-class PaidUploadQuerySchema(ma.Schema):
-    """Present on the paid path: POST /upload?quoteId&nonce&signature (protocol.md §1)."""
+class UploadQuerySchema(ma.Schema):
+    """POST /upload's query: empty for a direct upload; quoteId, nonce and signature for a paid
+    upload (protocol.md §1, parts file1..fileN)."""
+
+    error_prefix = "Invalid upload request"
 
     class Meta:
         unknown = ma.EXCLUDE
 
-    quoteId = ma.fields.String(load_default=None)
-    nonce = ma.fields.String(load_default=None)
-    signature = ma.fields.String(load_default=None)
+    quoteId = quote_id_field(
+        load_default=None,
+        metadata={"description": "Paid upload: the quote (with nonce and signature)"},
+    )
+    nonce = nonce_field(
+        load_default=None,
+        metadata={"description": "Paid upload: greater than the wallet's last nonce (seconds)"},
+    )
+    signature = signature_field(f"Paid upload: {SIGNATURE_DOC}", load_default=None)
+
+    @ma.validates_schema
+    def _paid_needs_all(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("quoteId") is not None:
+            for name in ("nonce", "signature"):
+                if data.get(name) is None:
+                    raise ma.ValidationError("required for a paid upload (with quoteId)", name)
 
 
 class UploadResultSchema(ma.Schema):
@@ -66,6 +88,8 @@ class UploadResultSchema(ma.Schema):
 
 
 class FilesQuerySchema(ma.Schema):
+    error_prefix = "Invalid page"
+
     class Meta:
         unknown = ma.EXCLUDE
 
@@ -94,6 +118,8 @@ class FilesSchema(ma.Schema):
 
 
 class RebalanceSchema(ma.Schema):
+    error_prefix = "Invalid rebalance request"
+
     replication_factor = ma.fields.Integer(
         required=True,
         strict=True,

@@ -613,6 +613,141 @@ def test_concurrent_uploads_with_one_nonce_accept_exactly_one(gateway: Gateway) 
     assert len(accepted) == pairs
 
 
+def _raw_multipart_upload(base: str, params: dict[str, str], body_size: int) -> tuple[Any, bool]:
+    """POST /upload with http.client, writing the whole ~body_size multipart body before reading
+    (as Ocean's uploader.js does); returns (response, whether the server closed the connection)."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    boundary = "occboundary"
+    data = payload(99, body_size)
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file1"; filename="big.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    netloc = urlsplit(base)
+    conn = http.client.HTTPConnection(netloc.hostname, netloc.port, timeout=30)
+    conn.request(  # raises BrokenPipeError / ConnectionResetError if the server hung up on us
+        "POST",
+        f"/upload?{urlencode(params)}",
+        body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    resp = conn.getresponse()
+    payload_bytes = resp.read()
+    closed = resp.will_close
+    if not closed:  # the body was drained: the same connection serves the next request
+        conn.request("GET", "/health")
+        again = conn.getresponse()
+        again.read()
+        assert again.status == 200
+    conn.close()
+    return (resp.status, json.loads(payload_bytes), dict(resp.getheaders())), closed
+
+
+def test_upload_refused_before_its_body_is_read_is_answered(gateway: Gateway) -> None:
+    """Issue 12 item 2: a 250 KB paid upload with a reused nonce is refused (409) before the body
+    is parsed; a client that writes the whole body first must still read the 409 in the error
+    shape (not EPIPE), on a connection that is then closed or reusable."""
+    gw, env = gateway, gateway.chain
+    user = env.account(9)
+    quote = get_quote(gw.base, user.address, [250_000], env.token_address)
+    used = next_nonce()
+    history = requests.get(
+        f"{gw.base}/getHistory",
+        params={
+            "userAddress": user.address,
+            "nonce": used,
+            "signature": sign_text(user.key, signed_text("", used)),
+        },
+        timeout=10,
+    )
+    assert history.status_code == 200, history.text
+    params = {
+        "quoteId": quote["quoteId"],
+        "nonce": used,
+        "signature": sign_text(user.key, signed_text(quote["quoteId"], used)),
+    }
+    for _ in range(3):
+        (code, body, headers), _closed = _raw_multipart_upload(gw.base, params, 250_000)
+        assert code == 409, body
+        assert body["code"] == 409 and body["status"] == "Conflict", body
+        assert "nonce" in body["message"].lower(), body
+        assert "Retry-After" not in headers
+    assert gw.jobs.status(quote["quoteId"]) == Status.QUOTED
+
+
+def test_rate_limits_by_wallet_and_accepted_quote_uploads_pass(gateway: Gateway) -> None:
+    """Issue 12 item 4, issue 15 item 3: on a second gunicorn with RATE_LIMIT=3/minute (the
+    same Redis), unsigned calls are counted per client IP, signed calls per wallet, a 429 has
+    Retry-After in the error shape, and the upload of an accepted quote passes even when the
+    client IP has used up its budget on /upload."""
+    gw, env = gateway, gateway.chain
+    saved = dict(gw.stack.env)
+    gw.stack.env["RATE_LIMIT"] = "3/minute"
+    try:
+        port = free_port()
+        gw.stack.start_gunicorn(port, workers=2)
+    finally:
+        gw.stack.env.clear()
+        gw.stack.env.update(saved)
+    base = f"http://127.0.0.1:{port}"
+    # the quote is made on the main gateway (its own budget); /health spent one of this one's
+    first, second = env.account(5), env.account(4)
+    forwarded = {"X-Forwarded-For": "198.51.100.9"}  # one client IP behind the trusted proxy
+
+    def history(account: LocalAccount) -> requests.Response:
+        nonce = next_nonce()
+        params = {
+            "userAddress": account.address,
+            "nonce": nonce,
+            "signature": sign_text(account.key, signed_text("", nonce)),
+        }
+        return requests.get(f"{base}/getHistory", params=params, headers=forwarded, timeout=10)
+
+    # signed calls: per wallet, whatever the IP
+    assert [history(first).status_code for _ in range(4)] == [200, 200, 200, 429]
+    limited = history(first)
+    assert limited.status_code == 429 and limited.json()["code"] == 429
+    assert limited.json()["status"] and limited.json()["message"]
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert history(second).status_code == 200  # another wallet, same IP
+    # unsigned calls: per IP; successes never carry Retry-After
+    codes = []
+    for _ in range(4):
+        resp = requests.post(f"{base}/upload", headers=forwarded, timeout=10)
+        codes.append(resp.status_code)
+        if resp.status_code != 429:
+            assert "Retry-After" not in resp.headers
+    assert codes[-1] == 429, codes
+    # the upload of an accepted quote is never refused by the general limit: spend the
+    # wallet's /upload budget on a quote that already has its upload, then upload a fresh one
+    used, fresh = (
+        get_quote(gw.base, first.address, [10], env.token_address)["quoteId"] for _ in range(2)
+    )
+
+    def paid_upload(quote_id: str) -> requests.Response:
+        return requests.post(
+            f"{base}/upload",
+            params=signed(first, quote_id),
+            files=[("file1", ("a.bin", b"0123456789"))],
+            headers=forwarded,
+            timeout=30,
+        )
+
+    assert paid_upload(used).status_code == 200  # accepted: not counted
+    assert [paid_upload(used).status_code for _ in range(4)] == [409, 409, 409, 429]
+    resp = paid_upload(fresh)
+    assert resp.status_code == 200, resp.text
+    assert "Retry-After" not in resp.headers
+    assert gw.jobs.status(fresh) >= Status.PAYMENT_QUEUED  # accepted, payment queued
+
+
 def test_remote_storage_flow_relays_links(gateway: Gateway) -> None:
     """A registered microservice: the gateway quotes through it, collects payment, hands it the staged files."""
     gw, env = gateway, gateway.chain

@@ -406,11 +406,17 @@ def test_rate_limit_is_shared_by_workers_and_per_client(stack: Stack) -> None:
     port = free_port()
     stack.start_gunicorn(port, workers=2)  # the counter lives in Redis: both workers share it
     base = f"http://127.0.0.1:{port}"
-    codes = [requests.get(f"{base}/files", timeout=5).status_code for _ in range(15)]
+    answers = [requests.get(f"{base}/files", timeout=5) for _ in range(15)]
+    codes = [r.status_code for r in answers]
     assert codes.count(200) == 10 and codes.count(429) == 5, codes  # per route, across both workers
+    # Retry-After only on 429 (issue 12 item 4): never on a successful answer
+    assert all("Retry-After" not in r.headers for r in answers if r.status_code == 200)
     limited = requests.get(f"{base}/files", timeout=5)
     assert_error_shape(limited, 429)
-    assert limited.headers.get("Retry-After")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # another client IP, behind the one trusted proxy hop (ProxyFix x_for=1), has its own budget
+    other = requests.get(f"{base}/files", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=5)
+    assert other.status_code == 200 and "Retry-After" not in other.headers
 
 
 def test_health_check_schedules_a_repair_sweep_when_the_slo_is_missed(

@@ -15,7 +15,7 @@ from eth_account.messages import encode_defunct
 from flask import Flask
 
 from api import create_app
-from api.paid import first_error
+from api.errors import first_error
 from occ_protocol.signatures import SECP256K1_N, signed_text
 from workers import paid
 from workers.paid import (
