@@ -22,6 +22,7 @@ from occ_storage.estimators import (
     mle_profile,
     plugin_profile,
     relative_se_constant,
+    replication_bound,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -52,11 +53,13 @@ def _failed_profile(r: int = 3, nodes: int = NODES, failed: int = 2) -> dict[int
 
 @dataclass(frozen=True)
 class Profile:
-    """A replica-count profile: p_l, how to draw a chunk set, and how many nodes are alive."""
+    """A replica-count profile: p_l, how to draw a chunk set, and the largest replication factor
+    its files asked for (what the store knows; the estimator's bound is replication_bound of it,
+    whatever the node count)."""
 
     name: str
     probs: dict[int, float]
-    alive_nodes: int
+    requested_r: int
     draw: Callable[[int, np.random.Generator], I64]
 
 
@@ -82,15 +85,15 @@ def _failed_draw(r: int = 3, nodes: int = NODES, failed: int = 2) -> Callable[..
 
 
 PROFILES: dict[str, Profile] = {
-    "r3": Profile("r3", {3: 1.0}, NODES, lambda u, rng: np.full(u, 3, dtype=np.int64)),
+    "r3": Profile("r3", {3: 1.0}, 3, lambda u, rng: np.full(u, 3, dtype=np.int64)),
     "mixed": Profile(
         "mixed",
         {1: 0.05, 2: 0.15, 3: 0.6, 4: 0.15, 5: 0.05},
-        NODES,
+        5,
         _multinomial({1: 0.05, 2: 0.15, 3: 0.6, 4: 0.15, 5: 0.05}),
     ),
     "heavy": Profile("heavy", _heavy_tail(), NODES, _multinomial(_heavy_tail())),
-    "failed": Profile("failed", _failed_profile(), NODES - 2, _failed_draw()),
+    "failed": Profile("failed", _failed_profile(), 3, _failed_draw()),
 }
 
 
@@ -214,7 +217,7 @@ def run_cell(
             nv_w.append((nw - w) / w if w else 0.0)
             try:
                 est: ProfileEstimate = (
-                    mle_profile(levels, max_replication=prof.alive_nodes)
+                    mle_profile(levels, max_replication=replication_bound(prof.requested_r))
                     if method == "mle"
                     else plugin_profile(levels)
                 )

@@ -37,6 +37,7 @@ from occ_storage.estimators import (  # noqa: E402
     SMALL_SKETCH_EMPTY,
     SMALL_SKETCH_REGISTERS,
     mle_profile,
+    replication_bound,
 )
 
 GRIDS = {
@@ -179,7 +180,7 @@ def _small_sketch_ms(runs: int = 21) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        est = mle_profile(levels, max_replication=NODES)
+        est = mle_profile(levels, max_replication=replication_bound(5))
         est.union()
         est.at_least(THRESHOLD)
         est.fraction_at_least(THRESHOLD)
@@ -252,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed's way: N' − Z_0 and Σ_{s≥3} Z_s. Profiles: r3 = every chunk 3 replicas; mixed = "
         "{1:.05, 2:.15, 3:.6, 4:.15, 5:.05}; heavy = {1:.02, 2:.08, 3:.45} plus a geometric "
         "tail (ratio 0.6) over 4..10 holding .45; failed = r = 3 on 10 nodes after 2 failed "
-        "(hypergeometric loss: {1: 8/120, 2: 56/120, 3: 56/120}). The MLE is told the number "
-        "of live nodes as the largest possible replica count (10, or 8 after failures).",
+        "(hypergeometric loss: {1: 8/120, 2: 56/120, 3: 56/120}). The MLE is told the largest "
+        "possible replica count from what the store knows, not the node count: the largest "
+        "replication factor the profile's files asked for plus the one copy a repair can add "
+        "(`replication_bound`: r3 and failed 4, mixed 6, heavy 11).",
         "",
         "Estimators: **constrained MLE** = censored compound-Poisson likelihood, λ_l ≥ 0, classes "
         "fixed at 0 one at a time while the likelihood-ratio statistic stays below 2, estimate "

@@ -33,7 +33,9 @@ __all__ = [
     "mle_profile",
     "panjer_pmf",
     "plugin_profile",
+    "recommended_registers",
     "relative_se_constant",
+    "replication_bound",
     "required_registers",
 ]
 
@@ -48,6 +50,10 @@ SMALL_SKETCH_REGISTERS = 5_000
 SMALL_SKETCH_EMPTY = 1_000
 #: Models on the selection path within this AIC difference of the best join the interval hull.
 HULL_DELTA_AIC = 4.0
+#: Copies a repair can add above the largest requested replication factor (replication_bound).
+REPAIR_EXTRA = 1
+#: Bootstrap replicates of `estimate_profile` for small counts (each refits the MLE, ~1.5 ms).
+BOOTSTRAP_REPS = 160
 
 
 def _z(confidence: float) -> float:
@@ -112,6 +118,22 @@ def required_registers(half_width: float, load: float = 1.0, confidence: float =
         raise ValueError("half_width must be > 0")
     z = _z(confidence)
     return math.ceil((z * relative_se_constant(load) / half_width) ** 2)
+
+
+def recommended_registers(
+    distinct_chunks: float,
+    half_width: float = 0.01,
+    max_load: float = 1.0,
+    confidence: float = 0.95,
+) -> int:
+    """Return the N' to configure for `distinct_chunks` chunks: the sizing rule of
+    occ-storage.md §3 (±`half_width` on Û and Ŵ needs N' = (z c(λ)/half_width)^2 at the largest
+    load, ≈ 28,000 for ±1% at λ = 1) and enough registers to keep λ = U/N' <= `max_load`."""
+    if distinct_chunks < 0 or max_load <= 0:
+        raise ValueError("need distinct_chunks >= 0 and max_load > 0")
+    return max(
+        required_registers(half_width, max_load, confidence), math.ceil(distinct_chunks / max_load)
+    )
 
 
 def decompound(level_counts: npt.ArrayLike) -> F64:
@@ -272,6 +294,10 @@ class ProfileEstimate:
 
     def _basic(self, est: float, err: F64, confidence: float, lower: float) -> Interval:
         q_lo, q_hi = np.quantile(err, [0.5 - confidence / 2, 0.5 + confidence / 2])
+        if q_lo == q_hi and err.size:
+            # fewer than 1 - confidence of the replicates err (a rare collision): the quantile
+            # interval has width 0 although the count is not certain; use the replicates' range
+            q_lo, q_hi = float(err.min()), float(err.max())
         se = float(np.std(err, ddof=1)) if err.size > 1 else 0.0
         return Interval(est, se, max(est - float(q_hi), lower), est - float(q_lo), confidence)
 
@@ -495,8 +521,8 @@ def mle_profile(
     Likelihood: Σ_{s<tau} Z_s ln g_s(λ) + Z_{>=tau} ln(1 - Σ_{s<tau} g_s(λ)), the censored top
     cell entering as one cell, with g from the Panjer recursion (Panjer 1981), maximised over
     λ_l >= 0 by projected Fisher scoring from the clipped decompounding estimate (Buchmann &
-    Grübel 2003). `max_replication` (the number of live nodes: no chunk has more replicas)
-    fixes λ_l = 0 above it.
+    Grübel 2003). `max_replication` (the largest replica count a chunk can have,
+    `replication_bound`: never the node count) fixes λ_l = 0 above it.
 
     Support step: with every class free the model is exactly identified and equals the plug-in,
     and a class that is truly empty but estimated > 0 absorbs collisions of real chunks (two
@@ -609,14 +635,23 @@ def bootstrap_profile(
     level_counts: npt.ArrayLike,
     rng: np.random.Generator,
     reps: int = 400,
+    *,
+    max_replication: int | None = None,
 ) -> ProfileEstimate:
-    """Parametric bootstrap of the plug-in profile, the fallback for small counts (§3).
+    """Parametric bootstrap, the fallback for small counts (§3).
 
-    A chunk set with round(max(n̂_l, 0)) chunks per class (class >= tau at tau replicas) is
-    placed `reps` times; intervals are basic bootstrap intervals of the error n̂* - n*.
+    Without `max_replication`: the plug-in profile; a chunk set with round(max(n̂_l, 0))
+    chunks per class (class >= tau at tau replicas) is placed `reps` times and intervals are
+    basic bootstrap intervals of the error n̂* - n*. With `max_replication`: the same around
+    the constrained MLE (`mle_profile`, classes above the bound fixed at 0), each replicate
+    refitted the same way, so no replica class above the bound appears (two 3-replica chunks
+    in one register are read as two chunks, not as one 6-replica chunk).
     """
     z = _as_levels(level_counts)
-    base = plugin_profile(z)
+    if max_replication is None:
+        base = plugin_profile(z)
+    else:
+        base = mle_profile(z, max_replication=max_replication)
     tau, n_prime = base.tau, base.n_prime
     counts = np.maximum(np.round(base.n_hat), 0).astype(np.int64)
     replicas = np.repeat(np.arange(1, tau + 1, dtype=np.int64), counts)
@@ -624,38 +659,62 @@ def bootstrap_profile(
     ok = levels[:, 0] > 0
     if not ok.any():
         raise SketchSaturatedError("every bootstrap replicate is saturated: resize N'")
-    boot_hat, boot_cov = _plugin_batch(levels[ok].astype(np.float64))
+    if max_replication is None:
+        boot_hat = _plugin_batch(levels[ok].astype(np.float64))[0]
+    else:
+        boot_hat = np.array(
+            [mle_profile(lv, max_replication=max_replication).n_hat for lv in levels[ok]]
+        )
     boot_true = np.broadcast_to(counts.astype(np.float64), boot_hat.shape).copy()
     err = boot_hat - boot_true
     cov = np.cov(err, rowvar=False) if err.shape[0] > 1 else np.zeros((tau, tau))
-    del boot_cov
     return ProfileEstimate(
         n_prime, tau, z, base.n_hat, np.atleast_2d(cov), "bootstrap", boot_hat, boot_true
     )
+
+
+def replication_bound(max_requested: int, repair_extra: int = REPAIR_EXTRA) -> int:
+    """Return the largest replica count a chunk can have, from how the store places chunks.
+
+    `max_requested` is the largest replication factor any stored file asked for (the
+    manifests). Repair copies a chunk up to that target counting only the replicas it can
+    verify, so a replica on a node that was unreachable during a repair comes back as one
+    extra copy (`repair_extra`); rebalance only trims down to a target. The bound does not
+    depend on the number of nodes, so neither do the estimates (occ-storage.md §3).
+    """
+    if max_requested < 1 or repair_extra < 0:
+        raise ValueError("need max_requested >= 1 and repair_extra >= 0")
+    return max_requested + repair_extra
 
 
 def estimate_profile(
     level_counts: npt.ArrayLike,
     method: Method | Literal["auto"] = "auto",
     *,
+    max_replication: int | None,
     rng: np.random.Generator | None = None,
-    max_replication: int | None = None,
     bootstrap_below: float = 100.0,
+    bootstrap_reps: int = BOOTSTRAP_REPS,
 ) -> ProfileEstimate:
     """Return the profile by `method`. "auto": the constrained MLE with Fisher intervals
-    (`mle_profile`), or the parametric bootstrap of the plug-in when 0 < Û < `bootstrap_below`,
-    where counts are too small for Normal intervals (occ-storage.md §3)."""
+    (`mle_profile`), or the parametric bootstrap of that MLE when 0 < Û < `bootstrap_below`,
+    where counts are too small for Normal intervals (occ-storage.md §3).
+
+    `max_replication` is required: the largest replica count any chunk can have
+    (`replication_bound`), never the node count, so that the estimates depend only on the
+    chunk set and the key. None means "no bound known" and must be said explicitly.
+    """
     if method == "plugin":
         return plugin_profile(level_counts)
     if method == "mle":
         return mle_profile(level_counts, max_replication=max_replication)
     gen = rng if rng is not None else np.random.default_rng(0)
     if method == "bootstrap":
-        return bootstrap_profile(level_counts, gen)
+        return bootstrap_profile(level_counts, gen, bootstrap_reps, max_replication=max_replication)
     if method != "auto":
         raise ValueError(f"unknown method {method!r}")
     z = _as_levels(level_counts)
     u_hat = linear_counting(int(z[0]), int(z.sum()))
     if 0 < u_hat < bootstrap_below:
-        return bootstrap_profile(z, gen)
+        return bootstrap_profile(z, gen, bootstrap_reps, max_replication=max_replication)
     return mle_profile(z, max_replication=max_replication)

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any, cast
 
+from occ_storage.estimators import replication_bound
 from occ_storage.health import health_report, merge_securely, node_sketches_from_chunks
 from occ_storage.sketches import MergedSketch
 from workers.runtime import Runtime
@@ -39,11 +40,22 @@ def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
     round_secret = hmac.new(rt.sketch_key, b"occ-secagg-round-secret", hashlib.sha256).digest()
     merged = merge_securely(list(sketches.values()), settings.tau, round_secret, round_id)
     now = time.time()
+    meta = {"updated_at": now, "nodes": stats, "max_requested_r": max_requested_replication(rt)}
     with rt.redis.pipeline() as p:
         p.set(MERGED_KEY, merged.to_bytes())
-        p.set(NODES_KEY, json.dumps({"updated_at": now, "nodes": stats}))
+        p.set(NODES_KEY, json.dumps(meta))
         p.execute()
     return merged
+
+
+def max_requested_replication(rt: Runtime, page: int = 1000) -> int:
+    """The largest replication factor any stored file asked for (its manifest), or the default
+    for new uploads if larger: with repair's extra copy, the bound on any chunk's replica count."""
+    top, offset = rt.settings.replication_factor, 0
+    while batch := rt.store.list_files(offset, page):
+        top = max(top, *(m.replication_factor for m in batch))
+        offset += len(batch)
+    return top
 
 
 def _cached(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]] | None:
@@ -69,19 +81,30 @@ def current(rt: Runtime, max_age: float = MAX_AGE_S) -> tuple[MergedSketch, dict
     return merged, cached[1]
 
 
-def report(rt: Runtime, merged: MergedSketch) -> dict[str, Any]:
+def report(rt: Runtime, merged: MergedSketch, meta: dict[str, Any]) -> dict[str, Any]:
+    """The health report; the replica-count bound comes from the manifests, not the node count."""
     s = rt.settings
-    return health_report(merged, s.replication_factor, s.health_slo, max_replication=s.num_nodes)
+    requested = int(meta.get("max_requested_r") or s.replication_factor)
+    stored = sum(int(n["chunks"]) for n in meta["nodes"])  # replicas: >= the distinct chunks
+    return health_report(
+        merged,
+        s.replication_factor,
+        s.health_slo,
+        max_replication=replication_bound(requested),
+        stored_chunks=stored,
+    )
 
 
 def health_check(rt: Runtime) -> dict[str, Any]:
     """The periodic check: refresh the sketch, evaluate the SLO, remember the verdict."""
-    merged = refresh_merged_sketch(rt)
-    rep = report(rt, merged)
+    merged, meta = current(rt, 0.0)
+    rep = report(rt, merged, meta)
+    # an overloaded sketch says nothing: its verdict is "unknown" and it schedules nothing
     verdict = {
         "checked_at": time.time(),
         "slo": rep["slo"],
-        "repair_recommended": rep["repair_recommended"],
+        "overloaded": rep["overloaded"],
+        "repair_recommended": rep["repair_recommended"] and not rep["overloaded"],
     }
     rt.redis.set(HEALTH_KEY, json.dumps(verdict))
     level = logging.WARNING if verdict["repair_recommended"] else logging.INFO
@@ -94,7 +117,7 @@ def health_check(rt: Runtime) -> dict[str, Any]:
 def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
     """The /status document: the seed's fields, exact where exact, estimated with 95% intervals."""
     merged, meta = current(rt, 0.0 if refresh else MAX_AGE_S)
-    rep = report(rt, merged)
+    rep = report(rt, merged, meta)
     nodes = meta["nodes"]
     total_replicas = sum(int(n["chunks"]) for n in nodes)
     total_bytes = sum(int(n["used_bytes"]) for n in nodes)
@@ -125,6 +148,9 @@ def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
             "method": rep["method"],
             "confidence": rep["confidence"],
             "load": rep["load"],
+            "max_replication": rep["max_replication"],
+            "overloaded": rep["overloaded"],
+            "sizing": rep["sizing"],
         },
         "nodes": nodes,
         "config": rt.settings.public_config(),

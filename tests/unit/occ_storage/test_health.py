@@ -45,7 +45,7 @@ def test_seed_bug_numbers_are_fixed() -> None:
     merged = merged_sketch_from_chunks({f"n{i}": ids for i in range(3)}, KEY, N_PRIME, TAU)
     methods: tuple[Literal["auto", "plugin", "mle"], ...] = ("auto", "plugin", "mle")
     for method in methods:
-        rep = health_report(merged, 3, 0.99, method=method)
+        rep = health_report(merged, 3, 0.99, method=method, max_replication=None)
         lo, hi = rep["union_size"]["ci95"]
         assert lo <= 1_000 <= hi, method
         lo, hi = rep["average_replication"]["ci95"]
@@ -130,14 +130,14 @@ def test_helpers_agree() -> None:
 
 def test_empty_and_saturated_sketches() -> None:
     empty = merged_sketch_from_chunks({}, KEY, N_PRIME, TAU)
-    rep = health_report(empty, 3, 0.99)
+    rep = health_report(empty, 3, 0.99, max_replication=3)
     assert rep["union_size"]["estimate"] == 0.0 and rep["repair_recommended"] is False
     json.dumps(rep, allow_nan=False)
     full = MergedSketch.from_sum(np.full(100, 3), 100, key_id_of(KEY), TAU)
     with pytest.raises(SketchSaturatedError):
-        health_report(full, 3, 0.99)
+        health_report(full, 3, 0.99, max_replication=3)
     with pytest.raises(ValueError, match="TAU"):
-        health_report(empty, TAU + 1, 0.99)
+        health_report(empty, TAU + 1, 0.99, max_replication=3)
 
 
 def test_published_interval_contains_the_estimate() -> None:
