@@ -16,9 +16,9 @@ the SHA-256 as LocalDirNode does. Listings are paginated (1000 keys a page) and 
 Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
   put of a chunk already present:  HEAD chunk -> PUT a new claim -> HEAD chunk again; only a chunk
       found by the second HEAD is counted as stored (else it is written).
-  sweep (discard_if_stale):  COPY chunk -> trash (conditional: only if the chunk is itself older
-      than the cutoff) -> DELETE chunk -> HEAD claim; if the claim is fresh (newer than the trash
-      copy's time minus the age, both server clocks) COPY trash -> chunk back; DELETE trash.
+  sweep (discard_if_stale):  HEAD chunk and list its claims (both older than the age, else keep)
+      -> COPY chunk -> trash -> DELETE chunk -> list claims again; if one is fresh (newer than the
+      trash copy's time minus the age, both server clocks) COPY trash -> chunk back; DELETE trash.
   A put relies on a chunk only if its second HEAD (after its claim) saw it. If that HEAD came
   before the sweep's DELETE, the claim precedes the sweep's claim check, which then sees it and
   restores the chunk; if it came after, the put saw no chunk and wrote a new copy. A sweep that
@@ -47,6 +47,7 @@ from occ_storage.nodes import check_id
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+SLACK_S = 1.0  # S3 LastModified has whole seconds: anything within a second counts as fresh
 UNLIMITED_BYTES = 1 << 60  # free_bytes of a node without a configured capacity
 
 
@@ -357,7 +358,7 @@ class S3Node:
         return max(times) if times else None
 
     def stale_chunks(self, older_than_s: float) -> Iterator[str]:
-        cutoff = time.time() - older_than_s
+        cutoff = time.time() - older_than_s - SLACK_S
         claims = {name.split("/", 1)[0] for name, _, lm in self._list("claims") if lm > cutoff}
         for name, _, lm in self._list("chunks"):
             if HASH_RE.fullmatch(name) and lm <= cutoff and name not in claims:
@@ -370,21 +371,23 @@ class S3Node:
         """
         key = self._key("chunks", chunk_id)
         trash = f"{self.prefix}trash/{check_id(chunk_id)}.{secrets.token_hex(6)}"
-        if older_than_s > 0:
-            since = datetime.fromtimestamp(time.time() - older_than_s, UTC)
-            moved = self._copy(key, trash, CopySourceIfUnmodifiedSince=since)
-        else:
-            moved = self._copy(key, trash)
-        if not moved:
-            return False  # absent, or written since the cutoff
+        head = self._head(key)
+        if head is None:
+            return False
+        cutoff = time.time() - older_than_s - SLACK_S
+        claimed = self._last_claim(chunk_id)
+        if _epoch(head["LastModified"]) > cutoff or (claimed is not None and claimed > cutoff):
+            return False  # written or claimed within the age: not stale
+        if not self._copy(key, trash):
+            return False  # gone meanwhile
         # from here on a failure leaves the trash object, which cleanup_temp restores
         head = self._head(trash)
         if head is None:
             raise NodeError(f"node {self._node_id}: trash copy of {chunk_id} vanished")
         moved_at = _epoch(head["LastModified"])
         self._delete(key)
-        claimed = self._last_claim(chunk_id)
-        if claimed is not None and claimed >= moved_at - older_than_s:
+        claimed = self._last_claim(chunk_id)  # a put that reused the chunk since the first look
+        if claimed is not None and claimed >= moved_at - older_than_s - SLACK_S:
             if not self._copy(trash, key):
                 raise NodeError(f"node {self._node_id}: restore of {chunk_id} failed")
             self._delete(trash)

@@ -7,6 +7,7 @@
 #   scripts/ceph.sh stop   DIR   stop the daemons started in DIR (by their pid files only)
 #   scripts/ceph.sh status DIR   exit 0 if radosgw answers, print the daemons' pids
 #   scripts/ceph.sh env    DIR   print DIR/s3.env (S3_ENDPOINT, AWS_ACCESS_KEY_ID, ...)
+#   scripts/ceph.sh rgw-stop DIR / rgw-start DIR   kill -9 / restart radosgw alone (outage tests)
 #
 # Everything lives under DIR: ceph.conf, mon and OSD data (memstore: objects in the OSD's RAM),
 # logs, admin sockets, pid files. One mon, one OSD, radosgw with the beast frontend; msgr2 off,
@@ -181,10 +182,29 @@ stop() {
   log "stopped ($dir)"
 }
 
+rgw_stop() {
+  local f="$dir/run/client.rgw.a.pid" pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$f" "$dir/run/client.rgw.a.asok"
+}
+
+rgw_start() {
+  local endpoint
+  endpoint=$(sed -n 's/^S3_ENDPOINT=//p' "$dir/s3.env")
+  curl -fsS -m 2 -o /dev/null "$endpoint/" 2>/dev/null && return 0
+  radosgw -c "$(conf)" -n client.rgw.a 2>>"$dir/log/daemons.log"
+  wait_until 60 "radosgw" curl -fsS -o /dev/null "$endpoint/"
+}
+
 case "$cmd" in
   start) start ;;
   stop) stop ;;
   status) status ;;
   env) cat "$dir/s3.env" ;;
+  rgw-stop) rgw_stop ;;
+  rgw-start) rgw_start ;;
   *) echo "usage: $0 start|stop|status|env DIR" >&2; exit 2 ;;
 esac
