@@ -14,8 +14,11 @@ Ceph 16 in Debian 12 ignores it). It is durable when the store answers 200. Ever
 the SHA-256 as LocalDirNode does. Listings are paginated (1000 keys a page) and streamed.
 
 Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
-  put of a chunk already present:  HEAD chunk -> PUT a new claim -> HEAD chunk again; only a chunk
-      found by the second HEAD is counted as stored (else it is written).
+  put of a chunk already present:  HEAD chunk (or, with `conditional_put`, PUT If-None-Match: *
+      answered 412) -> PUT a new claim -> HEAD chunk again; only a chunk found by that HEAD is
+      counted as stored (else it is written). `conditional_put` saves a request per new chunk;
+      enable it only on stores that honour If-None-Match on PUT (Ceph RGW 16 does: tested; AWS
+      S3 since 2024-08; MinIO): a store that ignored it would overwrite without a claim.
   sweep (discard_if_stale):  HEAD chunk and list its claims (both older than the age, else keep)
       -> COPY chunk -> trash -> DELETE chunk -> list claims again; if one is fresh (newer than the
       trash copy's time minus the age, both server clocks) COPY trash -> chunk back; DELETE trash.
@@ -99,6 +102,7 @@ class S3Node:
         endpoint: str = "",
         claim_ttl_s: float = 2 * 86400,
         down_for_s: float = 2.0,
+        conditional_put: bool = False,
     ) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
@@ -117,6 +121,7 @@ class S3Node:
         self.checksum_sha256 = checksum_sha256
         self.claim_ttl_s = float(claim_ttl_s)
         self.down_for_s = float(down_for_s)
+        self.conditional_put = conditional_put
         self._down_until = 0.0
         self._node_id = node_id
         self._weight = weight
@@ -226,7 +231,8 @@ class S3Node:
 
     def _put_object(
         self, key: str, data: bytes, *, sha256: bytes | None = None, **extra: Any
-    ) -> None:
+    ) -> bool:
+        """PUT; False if a condition (If-None-Match) refused it because the key exists."""
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
@@ -240,7 +246,10 @@ class S3Node:
             args["ChecksumSHA256"] = base64.b64encode(sha256).decode()
         try:
             self._call("put_object", **args)
+            return True
         except Exception as exc:
+            if "IfNoneMatch" in extra and _error_code(exc) in _PRECONDITION_CODES:
+                return False
             raise self._fail("write", exc) from exc
 
     def _put_one(self, chunk_id: str, data: bytes) -> bool:
@@ -248,12 +257,18 @@ class S3Node:
         digest = hashlib.sha256(data).digest()
         if digest != bytes.fromhex(chunk_id):
             raise CorruptChunkError(f"node {self._node_id}: data does not hash to {chunk_id}")
+        cond = {"IfNoneMatch": "*"} if self.conditional_put else {}
+        if self.conditional_put:  # one request for a new chunk; 412 means present
+            if self._put_object(key, data, sha256=digest, **cond):
+                return True
+        elif self._head(key) is None:
+            self._put_object(key, data, sha256=digest)
+            return True
+        claim = f"{self._key('claims', chunk_id)}/{time.time_ns()}-{secrets.token_hex(4)}"
+        self._put_object(claim, b"")  # present: claim it, then look again
         if self._head(key) is not None:
-            claim = f"{self._key('claims', chunk_id)}/{time.time_ns()}-{secrets.token_hex(4)}"
-            self._put_object(claim, b"")  # claim it, then look again
-            if self._head(key) is not None:
-                return False
-        self._put_object(key, data, sha256=digest)
+            return False
+        self._put_object(key, data, sha256=digest, **cond)  # swept meanwhile: write it
         return True
 
     def put_chunks(self, batch: Sequence[tuple[str, bytes]]) -> int:

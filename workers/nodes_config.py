@@ -52,6 +52,7 @@ _S3_KEYS = {
     "capacity_bytes",
     "checksum_sha256",
     "create_bucket",
+    "conditional_put",
 }
 
 
@@ -82,6 +83,7 @@ class NodeSpec:
     capacity_bytes: int | None = None
     checksum_sha256: bool = True
     create_bucket: bool = False
+    conditional_put: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -181,6 +183,7 @@ def parse_node(entry: object, index: int, storage_dir: Path) -> NodeSpec:
         capacity_bytes=capacity,
         checksum_sha256=_bool(entry, "checksum_sha256", True, what),
         create_bucket=_bool(entry, "create_bucket", False, what),
+        conditional_put=_bool(entry, "conditional_put", False, what),
     )
 
 
@@ -310,6 +313,7 @@ def build_node(spec: NodeSpec, env: Mapping[str, str] | None = None) -> NodeBack
         capacity_bytes=spec.capacity_bytes,
         checksum_sha256=spec.checksum_sha256,
         endpoint=spec.endpoint,
+        conditional_put=spec.conditional_put,
     )
 
 

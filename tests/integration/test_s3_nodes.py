@@ -43,6 +43,10 @@ def test_node_contract_on_rgw(node: S3Node) -> None:
     batch = [(cid_of(c), c) for c in chunks]
     assert node.put_chunks(batch) == 5
     assert node.put_chunks(batch) == 0  # copy-if-absent
+    node.conditional_put = True
+    assert node.put_chunks(batch) == 0  # If-None-Match: * answered 412 by RGW
+    extra = blob(99, 10)
+    assert node.put_chunk(cid_of(extra), extra) and node.delete_chunk(cid_of(extra))
     assert sorted(node.list_chunks()) == sorted(cid for cid, _ in batch)
     cid, data = batch[0]
     assert node.get_chunk(cid) == data and node.has_chunk(cid)
@@ -126,15 +130,16 @@ class Interleave:
         ("head_object", "trash/"),  # ... between the copy and the delete
     ],
 )
+@pytest.mark.parametrize("conditional", [False, True])
 def test_sweep_never_removes_a_chunk_a_concurrent_put_relies_on(
-    ceph_s3: CephS3, op: str, key_part: str
+    ceph_s3: CephS3, op: str, key_part: str, conditional: bool
 ) -> None:
     """Two hosts on one bucket: host B's sweep judges an orphan while host A's put reuses it.
 
     Whatever the interleaving, once A's put has returned the chunk is on the node and verifies.
     """
     bucket = ceph_s3.new_bucket()
-    host_a = S3Node(ceph_s3.client(), bucket, "rgw")
+    host_a = S3Node(ceph_s3.client(), bucket, "rgw", conditional_put=conditional)
     data = blob(3, 4000)
     cid = cid_of(data)
     host_a.put_chunk(cid, data)
