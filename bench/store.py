@@ -174,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         ("sha256 MB/s (1 core, 256 KiB)", f"{sha:.0f}", ""),
         ("ratio get / sha256", f"{get_mb / sha:.2f}", _verdict(get_mb / sha)),
     ]
-    print()
-    print("| figure | value | target / note |")
-    print("|---|---:|---|")
-    for name, value, note in rows:
-        print(f"| {name} | {value} | {note} |")
+    _print_table(rows)
     ok = put_mb * args.r / raw >= 0.5 and get_mb / sha >= 0.5
     return 0 if ok else 1
 
@@ -234,12 +230,16 @@ def s3_main(args: argparse.Namespace) -> int:
         ("raw boto3 GET MB/s", f"{raw_get:.1f}", ""),
         ("ratio get / raw GET", f"{get_mb / raw_get:.2f}", _verdict(get_mb / raw_get)),
     ]
+    _print_table(rows)
+    return 0 if put_mb * args.r / raw_put >= 0.5 and get_mb / raw_get >= 0.5 else 1
+
+
+def _print_table(rows: list[tuple[str, str, str]]) -> None:
     print()
     print("| figure | value | target / note |")
     print("|---|---:|---|")
     for name, value, note in rows:
         print(f"| {name} | {value} | {note} |")
-    return 0 if put_mb * args.r / raw_put >= 0.5 and get_mb / raw_get >= 0.5 else 1
 
 
 def _verdict(ratio: float) -> str:
