@@ -39,7 +39,7 @@ test: lint
 	$(call with_ceph,$(PY) -m pytest tests $(PYTEST_ARGS))
 
 test-s3: deps
-	$(call with_ceph,$(PY) -m pytest tests/integration/test_s3_nodes.py tests/integration/test_s3_gateway.py tests/unit/occ_storage/test_s3node.py tests/unit/workers/test_nodes_config.py $(PYTEST_ARGS))
+	$(call with_ceph,$(PY) -m pytest tests/integration/test_s3_nodes.py tests/integration/test_s3_gateway.py tests/integration/test_s3_two_hosts.py tests/unit/occ_storage/test_s3node.py tests/unit/workers/test_nodes_config.py $(PYTEST_ARGS))
 
 bench: deps
 	$(PY) bench/store.py

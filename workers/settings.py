@@ -136,7 +136,7 @@ class Settings:
             "max_upload_size": self.max_upload_size,
             "health_slo": self.health_slo,
             "auth_required": bool(self.api_keys),
-            "nodes": [spec.public() for spec in self.node_specs] or "local directories",
+            "nodes": [spec.public() for spec in self.node_specs],  # empty: NUM_NODES dirs
         }
 
     @classmethod
