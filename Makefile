@@ -4,7 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+<<<<<<< HEAD
 .PHONY: deps run test lint format unit integration bench chaos clean
+=======
+.PHONY: deps run test test-s3 lint format unit integration bench clean
+
+# One throw-away Ceph RGW (scripts/ceph.sh; installs ceph-mon/ceph-osd/radosgw if missing) for the
+# whole pytest run: the S3 node tests use it through CEPH_DIR, and it is stopped afterwards.
+define with_ceph
+	@ceph_dir=$$(mktemp -d /tmp/occ-ceph.XXXXXX); \
+	trap 'bash scripts/ceph.sh stop '"$$ceph_dir"' >/dev/null; rm -rf '"$$ceph_dir" EXIT; \
+	bash scripts/ceph.sh start "$$ceph_dir" >/dev/null && CEPH_DIR="$$ceph_dir" $(1)
+endef
+>>>>>>> s3
 
 deps:
 	@bash scripts/bootstrap.sh
@@ -28,7 +40,10 @@ integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test: lint
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(call with_ceph,$(PY) -m pytest tests $(PYTEST_ARGS))
+
+test-s3: deps
+	$(call with_ceph,$(PY) -m pytest tests/integration/test_s3_nodes.py tests/integration/test_s3_gateway.py tests/integration/test_s3_two_hosts.py tests/unit/occ_storage/test_s3node.py tests/unit/workers/test_nodes_config.py $(PYTEST_ARGS))
 
 # The long versions of the reliability catalogue (more repetitions, bigger files); writes
 # docs/RELIABILITY.md, one row per scenario.

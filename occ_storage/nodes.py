@@ -188,6 +188,7 @@ class LocalDirNode:
         # syncfs: one syncfs(2) for the data of a whole batch and one for its renames instead of an
         # fsync per file and per directory. Same guarantee, far fewer device flushes (1.5-2x the
         # put throughput on the benchmark VM); it also flushes other dirty data of that filesystem.
+        self.kind = "local"
         self.sync = "syncfs" if sync in ("auto", "syncfs") and _syncfs is not None else "fsync"
         self._syncfs = _syncfs if self.sync == "syncfs" else None
 

@@ -145,10 +145,13 @@ class NodeStats:
     used_bytes: int
     free_bytes: int
     error: str | None = None
+    kind: str = "local"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
+            "kind": self.kind,
+            "reachable": self.error is None,
             "weight": self.weight,
             "chunks": self.chunks,
             "used_bytes": self.used_bytes,
@@ -867,13 +870,11 @@ class ChunkStore:
         """Return chunks, used and free bytes per node (a failing node reports its error)."""
         out: list[NodeStats] = []
         for node in self.nodes:
+            kind = str(getattr(node, "kind", "local"))
             try:
                 chunks = sum(1 for _ in node.list_chunks())
-                out.append(
-                    NodeStats(
-                        node.node_id, node.weight, chunks, node.used_bytes(), node.free_bytes()
-                    )
-                )
+                used, free = node.used_bytes(), node.free_bytes()
+                out.append(NodeStats(node.node_id, node.weight, chunks, used, free, None, kind))
             except NodeError as exc:
-                out.append(NodeStats(node.node_id, node.weight, 0, 0, 0, str(exc)))
+                out.append(NodeStats(node.node_id, node.weight, 0, 0, 0, str(exc), kind))
         return out

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import redis
 
-from occ_storage.nodes import LocalDirNode
+from occ_storage.nodes import NodeBackend
 from occ_storage.store import ChunkStore
 from workers.jobs import Jobs
+from workers.nodes_config import build_nodes
 from workers.redis_index import RedisIndex
 from workers.settings import Settings
 
@@ -62,8 +63,8 @@ class Runtime:
         return RedisIndex(self.redis)
 
     @cached_property
-    def nodes(self) -> list[LocalDirNode]:
-        return [LocalDirNode(path, node_id=path.name) for path in self.settings.node_dirs()]
+    def nodes(self) -> list[NodeBackend]:
+        return build_nodes(self.settings.node_specs, self.settings.node_dirs())
 
     @cached_property
     def store(self) -> ChunkStore:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.nodes_config import NodeConfigError, NodeSpec, load_node_specs
+
 
 class ConfigError(ValueError):
     """An environment variable has an invalid value; the message names it."""
@@ -98,6 +100,7 @@ class Settings:
     registry_ttl: int = 600
     registry_allowlist: tuple[str, ...] = ()
     allow_loopback_services: bool = False
+    node_specs: tuple[NodeSpec, ...] = ()  # NODES_FILE / NODES_JSON (workers/nodes_config.py)
 
     @property
     def write_quorum(self) -> int:
@@ -133,13 +136,19 @@ class Settings:
             "max_upload_size": self.max_upload_size,
             "health_slo": self.health_slo,
             "auth_required": bool(self.api_keys),
+            "nodes": [spec.public() for spec in self.node_specs],  # empty: NUM_NODES dirs
         }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate; raises ConfigError naming the variable at the first bad value."""
         e = os.environ if env is None else env
-        num_nodes = _int(e, "NUM_NODES", 5, 1, 1000)
+        storage_dir = Path(e.get("STORAGE_DIR", "").strip() or "data/occ_storage")
+        try:
+            specs = load_node_specs(e, storage_dir)
+        except NodeConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        num_nodes = len(specs) if specs else _int(e, "NUM_NODES", 5, 1, 1000)
         tau = _int(e, "TAU", 10, 2, 65535)
         replication = _int(e, "REPLICATION_FACTOR", 3, 1, num_nodes)
         if replication >= tau:
@@ -155,7 +164,7 @@ class Settings:
             tau=tau,
             replication_factor=replication,
             chunk_size=_int(e, "CHUNK_SIZE", 262144, 4096, 64 * 1024**2),
-            storage_dir=Path(e.get("STORAGE_DIR", "").strip() or "data/occ_storage"),
+            storage_dir=storage_dir,
             debug=_bool(e, "DEBUG", False),
             redis_url=e.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
             api_keys=_secret_list(e, "API_KEYS"),
@@ -177,6 +186,7 @@ class Settings:
             registry_ttl=_int(e, "REGISTRY_TTL", 600, 1),
             registry_allowlist=_secret_list(e, "REGISTRY_ALLOWLIST"),
             allow_loopback_services=_bool(e, "ALLOW_LOOPBACK_SERVICES", False),
+            node_specs=specs,
         )
 
 

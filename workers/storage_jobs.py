@@ -13,6 +13,7 @@ import redis
 
 from occ_protocol.status import Status
 from occ_storage.index import Manifest
+from workers.nodes_config import has_chunk
 from workers.runtime import get_runtime
 from workers.settings import write_quorum
 
@@ -123,7 +124,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
     nodes = get_runtime().nodes
     counts = []
     for ref in {c.id: c for c in manifest.chunks}.values():
-        counts.append(sum(1 for n in nodes if n.has_chunk(ref.id)))
+        counts.append(sum(1 for n in nodes if has_chunk(n, ref.id)))
     return {
         "file_hash": manifest.file_hash,
         "file_name": manifest.name,

@@ -12,6 +12,7 @@ from api.deps import runtime
 from api.errors import ApiError
 from api.validation import Blueprint, errors_doc
 from workers.health import network_status
+from workers.nodes_config import node_states
 
 blp = Blueprint("health", __name__, description="Liveness and replication health")
 
@@ -62,12 +63,14 @@ class Health(MethodView):
         """Liveness and readiness (the seed's `status`, `nodes`, `ready`)."""
         rt = runtime()
         rt.redis.ping()  # Redis down -> 503 with Retry-After (api/errors.py)
-        nodes_ok = all(n.free_bytes() > 0 for n in rt.nodes)
-        if not nodes_ok:
+        states = node_states(rt.nodes)
+        up = sum(1 for s in states if s["reachable"])
+        # an unreachable node is a failed node: ready while the write quorum can still be met
+        if up < rt.settings.write_quorum:
             raise ApiError(
-                503, "Not ready: a node directory is unusable", headers={"Retry-After": "5"}
+                503, f"Not ready: only {up} nodes reachable", headers={"Retry-After": "5"}
             )
-        return {"status": "healthy", "nodes": len(rt.nodes), "ready": True}
+        return {"status": "healthy", "nodes": len(rt.nodes), "ready": True, "node_states": states}
 
 
 @blp.route("/status")
