@@ -4,10 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: deps run test lint format unit integration bench chaos clean
-=======
-.PHONY: deps run test test-s3 lint format unit integration bench clean
+.PHONY: deps run test test-s3 lint format unit integration bench chaos clean
 
 # One throw-away Ceph RGW (scripts/ceph.sh; installs ceph-mon/ceph-osd/radosgw if missing) for the
 # whole pytest run: the S3 node tests use it through CEPH_DIR, and it is stopped afterwards.
@@ -16,7 +13,6 @@ define with_ceph
 	trap 'bash scripts/ceph.sh stop '"$$ceph_dir"' >/dev/null; rm -rf '"$$ceph_dir" EXIT; \
 	bash scripts/ceph.sh start "$$ceph_dir" >/dev/null && CEPH_DIR="$$ceph_dir" $(1)
 endef
->>>>>>> s3
 
 deps:
 	@bash scripts/bootstrap.sh
@@ -48,8 +44,8 @@ test-s3: deps
 # The long versions of the reliability catalogue (more repetitions, bigger files); writes
 # docs/RELIABILITY.md, one row per scenario.
 chaos: deps
-	OCC_CHAOS=1 OCC_CHAOS_REPORT=docs/RELIABILITY.md $(PY) -m pytest -p tests.chaos_report \
-		tests/integration tests/unit/occ_storage/test_store.py $(PYTEST_ARGS)
+	$(call with_ceph,OCC_CHAOS=1 OCC_CHAOS_REPORT=docs/RELIABILITY.md $(PY) -m pytest \
+		-p tests.chaos_report tests/integration tests/unit/occ_storage/test_store.py $(PYTEST_ARGS))
 
 bench: deps
 	$(PY) bench/store.py
