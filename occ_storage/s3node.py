@@ -33,6 +33,7 @@ Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 import os
@@ -102,7 +103,7 @@ class S3Node:
         endpoint: str = "",
         claim_ttl_s: float = 2 * 86400,
         down_for_s: float = 2.0,
-        conditional_put: bool = False,
+        conditional_put: bool | None = False,
     ) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
@@ -129,6 +130,33 @@ class S3Node:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._lock = threading.Lock()
+
+    def probe_conditional_put(self) -> bool | None:
+        """Return whether the store refuses a second ``PUT If-None-Match: *`` of one key (412);
+        None if the store could not be asked (unreachable).
+
+        Ceph RGW, MinIO and AWS S3 refuse it; a store that ignores the header would overwrite,
+        so only a 412 says yes. The probe object is deleted afterwards.
+        """
+        key = self._key("probe", secrets.token_hex(32))  # keys are built from hash-shaped ids
+        try:
+            if not self._put_object(key, b"", IfNoneMatch="*"):
+                return False
+            return not self._put_object(key, b"", IfNoneMatch="*")
+        except NodeError:
+            return None
+        finally:
+            with contextlib.suppress(NodeError):
+                self._delete(key)
+
+    def _use_conditional_put(self) -> bool:
+        """``conditional_put`` None means "auto": probe once, at the first write that needs it."""
+        if self.conditional_put is None:
+            answer = self.probe_conditional_put()
+            if answer is None:
+                return False  # unreachable now: HEAD + PUT this time, ask again later
+            self.conditional_put = answer
+        return self.conditional_put
 
     @property
     def node_id(self) -> str:
@@ -257,8 +285,9 @@ class S3Node:
         digest = hashlib.sha256(data).digest()
         if digest != bytes.fromhex(chunk_id):
             raise CorruptChunkError(f"node {self._node_id}: data does not hash to {chunk_id}")
-        cond = {"IfNoneMatch": "*"} if self.conditional_put else {}
-        if self.conditional_put:  # one request for a new chunk; 412 means present
+        conditional = self._use_conditional_put()
+        cond = {"IfNoneMatch": "*"} if conditional else {}
+        if conditional:  # one request for a new chunk; 412 means present
             if self._put_object(key, data, sha256=digest, **cond):
                 return True
         elif self._head(key) is None:

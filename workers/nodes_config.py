@@ -83,7 +83,7 @@ class NodeSpec:
     capacity_bytes: int | None = None
     checksum_sha256: bool = True
     create_bucket: bool = False
-    conditional_put: bool = False
+    conditional_put: bool | None = None  # None: "auto", probed at start-up
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -121,6 +121,15 @@ def _bool(entry: Mapping[str, Any], key: str, default: bool, what: str) -> bool:
     value = entry.get(key, default)
     if not isinstance(value, bool):
         raise NodeConfigError(f"{what}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _auto_bool(entry: Mapping[str, Any], key: str, what: str) -> bool | None:
+    value = entry.get(key, "auto")
+    if value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise NodeConfigError(f'{what}: {key} must be true, false or "auto", got {value!r}')
     return value
 
 
@@ -183,7 +192,7 @@ def parse_node(entry: object, index: int, storage_dir: Path) -> NodeSpec:
         capacity_bytes=capacity,
         checksum_sha256=_bool(entry, "checksum_sha256", True, what),
         create_bucket=_bool(entry, "create_bucket", False, what),
-        conditional_put=_bool(entry, "conditional_put", False, what),
+        conditional_put=_auto_bool(entry, "conditional_put", what),
     )
 
 
@@ -313,7 +322,7 @@ def build_node(spec: NodeSpec, env: Mapping[str, str] | None = None) -> NodeBack
         capacity_bytes=spec.capacity_bytes,
         checksum_sha256=spec.checksum_sha256,
         endpoint=spec.endpoint,
-        conditional_put=spec.conditional_put,
+        conditional_put=spec.conditional_put,  # None ("auto"): probed at the first write
     )
 
 

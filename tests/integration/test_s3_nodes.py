@@ -38,6 +38,40 @@ def node(ceph_s3: CephS3) -> S3Node:
     return S3Node(ceph_s3.client(), ceph_s3.new_bucket(), "rgw-a", endpoint=ceph_s3.endpoint)
 
 
+class IgnoresConditions:
+    """A client for a store that ignores If-None-Match (it overwrites): the probe must say no."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        kwargs.pop("IfNoneMatch", None)
+        return self.client.put_object(**kwargs)
+
+
+def test_conditional_put_is_probed_never_assumed(ceph_s3: CephS3, node: S3Node) -> None:
+    assert node.probe_conditional_put() is True  # RGW answers the second PUT with 412
+    assert list(node._list("probe")) == []  # the probe object is removed
+    ignoring = S3Node(IgnoresConditions(ceph_s3.client()), node.bucket, "rgw-b")
+    assert ignoring.probe_conditional_put() is False
+    ceph_s3.stop_rgw()
+    try:
+        down = S3Node(ceph_s3.client(), node.bucket, "rgw-c")
+        assert down.probe_conditional_put() is None  # unreachable: not decided
+    finally:
+        ceph_s3.start_rgw()
+    auto = S3Node(ceph_s3.client(), node.bucket, "rgw-d", conditional_put=None)
+    data = blob(7, 100)
+    assert auto.put_chunk(cid_of(data), data) and auto.conditional_put is True
+    careful = S3Node(
+        IgnoresConditions(ceph_s3.client()), node.bucket, "rgw-e", conditional_put=None
+    )
+    assert not careful.put_chunk(cid_of(data), data) and careful.conditional_put is False
+
+
 def test_node_contract_on_rgw(node: S3Node) -> None:
     chunks = [blob(i, 1000 + i) for i in range(5)]
     batch = [(cid_of(c), c) for c in chunks]

@@ -92,3 +92,21 @@ def test_nodes_file(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         Settings.from_env({"NODES_FILE": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [(None, None), ("auto", None), (True, True), (False, False)]
+)
+def test_conditional_put_is_auto_unless_set(
+    value: object, parsed: bool | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    entry = s3("rgw-1") if value is None else s3("rgw-1", conditional_put=value)
+    (node,) = build_nodes(Settings.from_env({**env_for([entry]), **KEYS}).node_specs, [])
+    assert isinstance(node, S3Node) and node.conditional_put is parsed  # nothing asked yet
+
+
+def test_conditional_put_rejects_other_values() -> None:
+    with pytest.raises(ConfigError, match='conditional_put must be true, false or "auto"'):
+        Settings.from_env({**env_for([s3("rgw-1", conditional_put="yes")]), **KEYS})
