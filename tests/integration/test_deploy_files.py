@@ -40,6 +40,21 @@ def test_compose_file_validates() -> None:
     assert {"redis", "chain", "occ-storage", "private", "worker", "beat"} <= services
 
 
+def test_compose_worker_hosts_on_s3_nodes_share_no_disk() -> None:
+    """The s3-hosts profile: extra worker hosts that reach their nodes through a nodes file and
+    share nothing with the main host but Redis (issue 11)."""
+    result = subprocess.run(
+        [*compose_command(), "--profile", "s3-hosts", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    host = result.stdout[result.stdout.index("  worker-host:") :]
+    host = host[: host.index("\nvolumes:")]  # services are listed in name order
+    assert "NODES_FILE: /etc/occ/nodes.json" in host and "occ_data" not in host
+
+
 def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     text = (ROOT / "nginx.conf").read_text()
     text = (
