@@ -14,6 +14,7 @@ import re
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ DEFAULT_DEVCHAIN = "data/devchain.json"
 BLOCK_SIZE = 64 * 1024  # the most read from a file at once
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 300.0
+RETRIES_429 = 3  # a rate-limited request is sent again at most this many times
+MAX_RETRY_AFTER_S = 120.0  # a longer Retry-After is reported, not waited for
 
 HASH_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 QUOTE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -436,8 +439,23 @@ def sha256_file(path: str | Path) -> str:
 # --- the gateway's HTTP API ------------------------------------------------------------------------
 
 
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds a 429 asks the client to wait (Retry-After in seconds); None if unusable."""
+    try:
+        wait = float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
+
+
 class Gateway:
     """The gateway's public HTTP API (protocol.md §1 and the direct storage routes)."""
+
+    # what a rate-limited request does: a line on stderr, then a pause (tests replace both)
+    notice: Callable[[str], None] = staticmethod(
+        lambda msg: print(f"occ-client: {msg}", file=sys.stderr)
+    )
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -453,9 +471,31 @@ class Gateway:
         return self.base_url + path
 
     def request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        """Send a request; a 429 is retried after its Retry-After (at most RETRIES_429 times,
+        each wait at most MAX_RETRY_AFTER_S) when the body can be sent again; 4xx/5xx raise."""
         kw.setdefault("timeout", self.timeout)
+        body = kw.get("data")
+        replayable = body is None or isinstance(body, bytes | str | dict)  # not a stream
+        for attempt in range(1, RETRIES_429 + 2):
+            resp = self._send(method, url, **kw)
+            wait = retry_after(resp) if resp.status_code == 429 else None
+            if wait is None or not replayable or attempt > RETRIES_429:
+                break
+            resp.close()
+            self.notice(
+                f"the gateway is rate limiting {url.split('?')[0]}: retrying in {wait:g} s "
+                f"({attempt}/{RETRIES_429})"
+            )
+            self.sleep(wait)
+        if resp.status_code >= 400:
+            err = GatewayError.from_response(resp)
+            resp.close()
+            raise err
+        return resp
+
+    def _send(self, method: str, url: str, **kw: Any) -> requests.Response:
         try:
-            resp = self.session.request(method, url, **kw)
+            return self.session.request(method, url, **kw)
         except requests.ConnectionError:
             raise ClientError(f"cannot reach the gateway at {url.split('?')[0]}") from None
         except requests.Timeout:
@@ -466,11 +506,6 @@ class Gateway:
             raise ClientError(
                 f"request to {url.split('?')[0]} failed: {type(exc).__name__}"
             ) from None
-        if resp.status_code >= 400:
-            err = GatewayError.from_response(resp)
-            resp.close()
-            raise err
-        return resp
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.request(method, self.url(path), **kw)

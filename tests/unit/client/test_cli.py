@@ -539,3 +539,50 @@ def test_approve_reads_a_saved_quote(tmp_path: Path) -> None:
     assert spender == quote["approveAddress"] and token == TOKEN and chain_id == 31337
     with pytest.raises(ClientError, match="no saved quote"):
         api.load_quote("f" * 32)
+
+
+class LimitedGateway(BaseHTTPRequestHandler):
+    """Answers 429 (Retry-After: 2) to the first ``limited`` requests, then 200."""
+
+    limited = 2
+    seen = 0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        LimitedGateway.seen += 1
+        if LimitedGateway.seen <= LimitedGateway.limited:
+            body = b'{"code": 429, "status": "Too Many Requests", "message": "slow down"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "2")
+        else:
+            body = b'{"status": 400}'
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(("limited", "ok"), [(2, True), (api.RETRIES_429 + 1, False)])
+def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool) -> None:
+    LimitedGateway.limited, LimitedGateway.seen = limited, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LimitedGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    notices: list[str] = []
+    waits: list[float] = []
+    gw = api.Gateway(f"http://127.0.0.1:{server.server_address[1]}")
+    gw.notice, gw.sleep = notices.append, waits.append  # type: ignore[method-assign]
+    try:
+        if ok:
+            assert gw.get_status("ab" * 16) == 400
+        else:
+            with pytest.raises(GatewayError, match="429"):
+                gw.get_status("ab" * 16)
+    finally:
+        server.shutdown()
+        server.server_close()
+    retries = min(limited, api.RETRIES_429)
+    assert waits == [2.0] * retries and LimitedGateway.seen == retries + 1
+    assert len(notices) == retries and "retrying in 2 s" in notices[0]
