@@ -573,7 +573,7 @@ def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool)
     notices: list[str] = []
     waits: list[float] = []
     gw = api.Gateway(f"http://127.0.0.1:{server.server_address[1]}")
-    gw.notice, gw.sleep = notices.append, waits.append  # type: ignore[method-assign]
+    gw.notice, gw.sleep = notices.append, waits.append
     try:
         if ok:
             assert gw.get_status("ab" * 16) == 400
