@@ -18,14 +18,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote as url_quote
 
 import requests
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from web3 import Web3
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+# web3 and eth_account take over a second to import: the functions that need them import them,
+# so `occ-client --help` and the storage commands start fast.
 
 from client import nonces
 from occ_protocol.signatures import sign_text, signed_text
@@ -104,6 +107,10 @@ def status_is_final(code: int) -> bool:
 
 class ClientError(Exception):
     """Anything the user should see as one line: missing configuration, bad input, a failed step."""
+
+
+class NetworkError(ClientError):
+    """The gateway or the chain could not be reached or did not answer in time."""
 
 
 class GatewayError(ClientError):
@@ -380,6 +387,8 @@ def load_account(private_key: str, source: str) -> LocalAccount:
     if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
         raise ClientError(f"the private key from {source} is not 32 bytes of hex")
     try:
+        from eth_account import Account
+
         account: LocalAccount = Account.from_key(key)
     except Exception:
         raise ClientError(f"the private key from {source} is not a valid secp256k1 key") from None
@@ -413,7 +422,9 @@ def load_devchain(path: str | Path | None) -> dict[str, Any]:
 def check_address(value: str, what: str = "address") -> ChecksumAddress:
     if not ADDRESS_RE.match(value or ""):
         raise ClientError(f"{what} must be 0x followed by 40 hex characters")
-    return Web3.to_checksum_address(value)
+    from eth_utils.address import to_checksum_address
+
+    return to_checksum_address(value)
 
 
 def check_quote_id(value: str) -> str:
@@ -497,9 +508,9 @@ class Gateway:
         try:
             return self.session.request(method, url, **kw)
         except requests.ConnectionError:
-            raise ClientError(f"cannot reach the gateway at {url.split('?')[0]}") from None
+            raise NetworkError(f"cannot reach the gateway at {url.split('?')[0]}") from None
         except requests.Timeout:
-            raise ClientError(
+            raise NetworkError(
                 f"the gateway at {url.split('?')[0]} did not answer in time"
             ) from None
         except requests.RequestException as exc:
@@ -756,6 +767,8 @@ class Token:
 
     def __init__(self, rpc_url: str, token_address: str, chain_id: int | None = None) -> None:
         self.rpc_url = rpc_url
+        from web3 import Web3
+
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
         self.address = check_address(token_address, "token address")
         self.contract = self.w3.eth.contract(address=self.address, abi=ERC20_ABI)
@@ -765,7 +778,7 @@ class Token:
         try:
             return fn()
         except requests.RequestException:
-            raise ClientError(f"cannot reach the chain RPC at {self.rpc_url} ({what})") from None
+            raise NetworkError(f"cannot reach the chain RPC at {self.rpc_url} ({what})") from None
         except ClientError:
             raise
         except Exception as exc:

@@ -1,7 +1,9 @@
 """occ-client: the OCC gateway from the command line (paid uploads and the direct storage API).
 
 Results (JSON) go to stdout; progress and messages go to stderr. Every failure is one line on
-stderr and exit status 1 (argument errors: 2). Out of the box it talks to a `make run` stack: the
+stderr; the exit status says which kind: 2 usage, 3 network (unreachable, timeout, 5xx, still
+rate limited), 4 refused by the gateway (4xx), 5 payment failure, 1 anything else (a storage
+failure, a missing file...). Out of the box it talks to a `make run` stack: the
 gateway on http://localhost:5000 and the dev chain described by data/devchain.json, whose
 test_user key (anvil's public test key #0) signs when no other key is given.
 """
@@ -17,14 +19,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from eth_account.signers.local import LocalAccount
 from tqdm import tqdm
 
 from client import api
 from client.api import ClientError, Gateway
 from occ_protocol.signatures import signed_text
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECONDS_PER_DAY = 86400
@@ -34,6 +38,10 @@ ENV_GATEWAY = "OCC_GATEWAY"
 ENV_DEVCHAIN = "OCC_DEVCHAIN"
 ENV_KEY = "OCC_PRIVATE_KEY"
 ENV_RPC = "OCC_RPC_URL"
+ENV_API_KEY = "OCC_API_KEY"
+VERSION = "0.1.0"
+# exit statuses (issue 12): usage 2, network 3, a 4xx answer 4, a payment failure 5, else 1
+EXIT_FAILURE, EXIT_USAGE, EXIT_NETWORK, EXIT_REFUSED, EXIT_PAYMENT = 1, 2, 3, 4, 5
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -91,7 +99,14 @@ class Config:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.report = Reporter(args.quiet, not args.no_progress)
+        if not args.gateway.startswith(("http://", "https://")):
+            raise ClientError(
+                f"--gateway {args.gateway!r} needs a scheme, e.g. http://{args.gateway}"
+            )
         self.gateway = Gateway(args.gateway)
+        api_key = args.api_key or os.environ.get(ENV_API_KEY, "")
+        if api_key:  # the bearer key of direct uploads, deletes and rebalances (API_KEYS)
+            self.gateway.session.headers["Authorization"] = f"Bearer {api_key}"
         self.devchain_path = args.devchain
         self._devchain: dict[str, Any] | None = None
         self._account: LocalAccount | None = None
@@ -213,6 +228,10 @@ def format_expiry(value: Any) -> str:
     if ts > 1e11:  # milliseconds
         ts /= 1000
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class PaymentFailedError(ClientError):
+    """The quote ended in a payment failure (status 200-299)."""
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -397,7 +416,8 @@ def cmd_upload_paid(cfg: Config) -> int:
     )
     code = wait_status(cfg, quote_id, args.timeout, args.poll_interval)
     if code != api.DONE:
-        raise ClientError(
+        failure = PaymentFailedError if 200 <= code < 300 else ClientError
+        raise failure(
             f"quote {quote_id} failed with status {code} {api.status_name(code)}"
             + (" (payment failure)" if 200 <= code < 300 else " (storage failure)")
         )
@@ -568,6 +588,13 @@ def add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
         help=f"JSON-RPC URL of the chain (else ${ENV_RPC}, else the dev chain)",
     )
     p.add_argument(
+        "--api-key",
+        default=d(None),
+        metavar="KEY",
+        help=f"bearer key for uploads, deletes and rebalances when the gateway sets API_KEYS "
+        f"(else ${ENV_API_KEY})",
+    )
+    p.add_argument(
         "-q", "--quiet", action="store_true", default=d(False), help="no messages on stderr"
     )
     p.add_argument("--no-progress", action="store_true", default=d(False), help="no progress bars")
@@ -602,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"occ-client {VERSION}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
@@ -701,6 +729,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_status(exc: ClientError) -> int:
+    """The exit status of a failure: 3 network, 4 a 4xx answer, 5 a payment failure, else 1."""
+    if isinstance(exc, api.GatewayError):
+        if exc.http_status == 429 or exc.http_status >= 500:
+            return EXIT_NETWORK
+        return EXIT_REFUSED
+    if isinstance(exc, api.NetworkError):
+        return EXIT_NETWORK
+    if isinstance(exc, PaymentFailedError):
+        return EXIT_PAYMENT
+    return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``occ-client`` and ``python -m client.cli``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -709,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(cfg))
     except ClientError as exc:
         print(f"occ-client: {exc}", file=sys.stderr)
-        return 1
+        return exit_status(exc)
     except FileNotFoundError as exc:
         print(f"occ-client: no such file: {exc.filename}", file=sys.stderr)
         return 1

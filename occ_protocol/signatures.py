@@ -8,13 +8,15 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account import Account
-from eth_account.messages import defunct_hash_message, encode_defunct
-from eth_keys.datatypes import PrivateKey
 from eth_typing import ChecksumAddress
-from eth_utils.address import to_checksum_address
+
+if TYPE_CHECKING:
+    from eth_keys.datatypes import PrivateKey
+
+# eth_account (about 1 s to import, most of it BLS curve tables) is imported by the functions
+# that sign or recover, so that a client that only builds signed text starts fast.
 
 from occ_protocol.formats import ADDRESS_RE, NONCE_RE
 
@@ -39,6 +41,12 @@ class InvalidAddressError(SignatureError):
     """Not a 0x-prefixed 20-byte hex address."""
 
 
+def _checksum(address: bytes | str) -> ChecksumAddress:
+    from eth_utils.address import to_checksum_address
+
+    return to_checksum_address(address)
+
+
 # --- signed text -----------------------------------------------------------------------------
 
 
@@ -53,6 +61,8 @@ def signed_text(quote_id: str, nonce: str) -> str:
 
 def message_hash(text: str) -> str:
     """Return the 0x-hex EIP-191 (personal_sign) hash of ``text``, the digest that is signed."""
+    from eth_account.messages import defunct_hash_message
+
     return "0x" + bytes(defunct_hash_message(text=text)).hex()
 
 
@@ -83,7 +93,7 @@ def normalize_address(address: object) -> ChecksumAddress:
 
     Raises InvalidAddressError if it is not 0x + 40 hex characters.
     """
-    return to_checksum_address(address_bytes(address))
+    return _checksum(address_bytes(address))
 
 
 def same_address(a: str, b: str) -> bool:
@@ -139,10 +149,13 @@ def recover_signer(text: str, signature: object) -> ChecksumAddress:
     """
     v, r, s = parse_signature(signature)
     try:
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
         signer = Account.recover_message(encode_defunct(text=text), vrs=(v, r, s))
     except Exception as exc:  # eth_keys raises several types for unrecoverable points
         raise SignatureError("signature does not recover to an address") from exc
-    return to_checksum_address(signer)
+    return _checksum(signer)
 
 
 def verify_owner(quote_id: str, nonce: str, signature: object, expected_address: str) -> None:
@@ -161,6 +174,9 @@ def verify_owner(quote_id: str, nonce: str, signature: object, expected_address:
 
 def sign_text(private_key: str | bytes | PrivateKey, text: str) -> str:
     """Return the 0x-hex EIP-191 personal_sign signature of ``text`` (v = 27/28, low s)."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     signed = Account.sign_message(encode_defunct(text=text), private_key)
     return "0x" + bytes(signed.signature).hex()
 

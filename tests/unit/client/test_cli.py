@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from client.api import ClientError, FilePart, GatewayError, MultipartStream
 from occ_protocol.signatures import sign_text, signed_text
 from occ_protocol.status import Status
 
+ROOT = Path(__file__).resolve().parents[3]
 KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ADDR0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 VECTOR_QUOTE = "40acc6937e1bd98631f47e7cbda72920"
@@ -272,21 +275,21 @@ def test_download_verifies_sha256(
     assert not bad.exists() and not list(tmp_path.glob("*.part"))
 
 
-def test_gateway_error_shape_is_one_line_exit_1(
+def test_gateway_error_shape_is_one_line_exit_4_or_3(
     fake_gateway: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "verify", "ab" * 32, "--gateway", fake_gateway)
-    assert code == 1 and out == ""
+    assert code == cli.EXIT_REFUSED == 4 and out == ""
     assert err == "occ-client: gateway error 404 Not Found: No such file (file_hash: Unknown.)\n"
 
     code, out, err = run(capsys, "files", "--gateway", fake_gateway)  # an HTML 502 page
-    assert code == 1
+    assert code == cli.EXIT_NETWORK == 3
     assert "gateway error 502" in err and "Traceback" not in err and "secret" not in err
 
 
 def test_unreachable_gateway_and_missing_config(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "files", "--gateway", "http://127.0.0.1:9")
-    assert code == 1 and err.startswith(
+    assert code == cli.EXIT_NETWORK and err.startswith(
         "occ-client: cannot reach the gateway at http://127.0.0.1:9/files"
     )
     code, _, err = run(capsys, "link", VECTOR_QUOTE)
@@ -295,6 +298,40 @@ def test_unreachable_gateway_and_missing_config(capsys: pytest.CaptureFixture[st
     assert code == 1 and "no chain RPC URL" in err
     code, _, err = run(capsys, "upload", "/nonexistent/file")
     assert code == 1 and "no such file" in err
+    code, _, err = run(capsys, "files", "--gateway", "localhost:5000")
+    assert code == 1 and err == (
+        "occ-client: --gateway 'localhost:5000' needs a scheme, e.g. http://localhost:5000\n"
+    )
+
+
+def test_version_and_api_key(
+    fake_gateway: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"occ-client {cli.VERSION}\n"
+    f = write(tmp_path / "a.txt", b"hello")
+    assert run(capsys, "upload", str(f), "--gateway", fake_gateway, "--api-key", "k1")[0] == 0
+    monkeypatch.setenv(cli.ENV_API_KEY, "k2")
+    assert run(capsys, "upload", str(f), "--gateway", fake_gateway)[0] == 0
+    sent = [r["headers"].get("Authorization") for r in FakeGateway.received]
+    assert sent == ["Bearer k1", "Bearer k2"]
+    assert "k1" not in capsys.readouterr().err
+
+
+def test_help_does_not_import_web3_or_eth_account() -> None:
+    """`occ-client --help` starts without the chain libraries (1.2 s of imports before)."""
+    probe = (
+        "import sys, client.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('web3', 'eth_account')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "[]"
 
 
 def test_gateway_error_formatting() -> None:
