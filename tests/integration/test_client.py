@@ -100,7 +100,7 @@ def test_direct_upload_download_round_trip(direct_gateway: str, tmp_path: Path) 
     assert client.ok("verify", up["file_hash"])["retrievable"] is True
 
     missing = client.run("verify", "0" * 64)
-    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.returncode == 4 and missing.stdout == ""  # refused by the gateway (4xx)
     assert (
         missing.stderr.startswith("occ-client: gateway error 404")
         and "Traceback" not in missing.stderr
