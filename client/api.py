@@ -705,6 +705,33 @@ class Gateway:
     def verify(self, file_hash: str) -> dict[str, Any]:
         return dict(self.json("GET", "/verify/" + check_hash(file_hash)))
 
+    def delete(self, file_hash: str) -> None:
+        self.request("DELETE", self.url("/files/" + check_hash(file_hash))).close()
+
+    def rebalance(self, file_hash: str, replication_factor: int) -> dict[str, Any]:
+        return dict(
+            self.json(
+                "POST",
+                "/rebalance/" + check_hash(file_hash),
+                json={"replication_factor": replication_factor},
+            )
+        )
+
+    def network_status(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/status"))
+
+    def history(
+        self, address: str, nonce: str, signature: str, page: int, page_size: int
+    ) -> list[dict[str, Any]]:
+        params = {
+            "userAddress": address,
+            "nonce": nonce,
+            "signature": signature,
+            "page": page,
+            "pageSize": page_size,
+        }
+        return list(self.json("GET", "/getHistory", params=params))
+
     def job(self, job_id: str) -> dict[str, Any]:
         if not re.fullmatch(r"[0-9a-f]{32}", job_id):
             raise ClientError("job id must be 32 lowercase hex characters")

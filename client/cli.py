@@ -503,6 +503,31 @@ def cmd_files(cfg: Config) -> int:
     return 0
 
 
+def cmd_delete(cfg: Config) -> int:
+    cfg.gateway.delete(cfg.args.hash)
+    emit({"deleted": cfg.args.hash.lower()})
+    return 0
+
+
+def cmd_rebalance(cfg: Config) -> int:
+    emit(cfg.gateway.rebalance(cfg.args.hash, cfg.args.replication_factor))
+    return 0
+
+
+def cmd_status_network(cfg: Config) -> int:
+    emit(cfg.gateway.network_status())
+    return 0
+
+
+def cmd_history(cfg: Config) -> int:
+    """The wallet's quotes, newest first (GET /getHistory, signed over an empty quoteId)."""
+    account = cfg.account()
+    nonce = api.new_nonce(account.address)
+    signature = api.sign_request(bytes(account.key), "", nonce)
+    emit(cfg.gateway.history(account.address, nonce, signature, cfg.args.page, cfg.args.page_size))
+    return 0
+
+
 def cmd_verify(cfg: Config) -> int:
     emit(cfg.gateway.verify(cfg.args.hash))
     return 0
@@ -723,6 +748,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", cmd_verify, "verify every replica of a file (GET /verify/<hash>)")
     p.add_argument("hash", metavar="HASH")
+
+    p = command("delete", cmd_delete, "delete a stored file (DELETE /files/<hash>)")
+    p.add_argument("hash", metavar="HASH")
+
+    p = command("rebalance", cmd_rebalance, "change a file's copies (POST /rebalance/<hash>)")
+    p.add_argument("hash", metavar="HASH")
+    p.add_argument("--replication-factor", type=positive_int, required=True, metavar="N")
+
+    p = command(
+        "status-network", cmd_status_network, "network figures and sketch estimates (GET /status)"
+    )
+
+    p = command("history", cmd_history, "your quotes, newest first (GET /getHistory, signed)")
+    p.add_argument("--page", type=positive_int, default=1)
+    p.add_argument("--page-size", type=positive_int, default=20)
 
     p = command("job", cmd_job, "a background job's status (GET /jobs/<id>)")
     p.add_argument("job_id", metavar="JOB_ID")

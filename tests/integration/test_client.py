@@ -106,6 +106,21 @@ def test_direct_upload_download_round_trip(direct_gateway: str, tmp_path: Path) 
         and "Traceback" not in missing.stderr
     )
 
+    # rebalance (a worker job), network status, delete
+    job = client.ok("rebalance", up["file_hash"], "--replication-factor", "3")
+    assert job["job_id"]
+    deadline = time.monotonic() + 60
+    while not (state := client.ok("job", job["job_id"]))["final"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    assert state["status"] == 400
+    assert client.ok("verify", up["file_hash"])["replication"]["min"] == 3
+    network = client.ok("status-network")
+    assert network["network"]["total_nodes"] == 5 and "union_size" in network["network"]
+    assert client.ok("delete", up_raw["file_hash"]) == {"deleted": up_raw["file_hash"]}
+    gone = client.run("verify", up_raw["file_hash"])
+    assert gone.returncode == 4 and "404" in gone.stderr
+
 
 # --- the paid flow -----------------------------------------------------------------------------------
 
@@ -273,5 +288,8 @@ def test_oceans_client_works_on_a_wallet_our_client_used(
     links = ocean_style_upload(paid_gateway, anvil, data)
     assert [link["fileHash"] for link in links] == [sha256(data)]
     assert requests.get(links[0]["url"], timeout=30).content == data
-    # and our client again after Ocean's: still accepted
+    # and our client again after Ocean's: still accepted, and its history lists both quotes
     assert client.ok("link", ours_qid)[0]["fileHash"] == sha256(ours.read_bytes())
+    history = client.ok("history", "--page-size", "100")
+    assert ours_qid in {h["quoteId"] for h in history}
+    assert [h["status"] for h in history if h["quoteId"] == ours_qid] == [400]
