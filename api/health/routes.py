@@ -21,6 +21,10 @@ class HealthSchema(ma.Schema):
     status = ma.fields.String()
     nodes = ma.fields.Integer()
     ready = ma.fields.Boolean()
+    node_states = ma.fields.List(
+        ma.fields.Dict(),
+        metadata={"description": "Each node's id, kind (local, s3) and reachability"},
+    )
 
 
 class StatusQuerySchema(ma.Schema):
