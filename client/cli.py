@@ -108,6 +108,15 @@ class Config:
         if api_key:  # the bearer key of direct uploads, deletes and rebalances (API_KEYS)
             self.gateway.session.headers["Authorization"] = f"Bearer {api_key}"
         self.devchain_path = args.devchain
+        if (
+            args.devchain
+            and args.devchain != default_devchain()
+            and not Path(args.devchain).is_file()
+        ):
+            raise ClientError(
+                f"no dev chain file {args.devchain} (`make run` writes data/devchain.json; "
+                "pass --devchain '' to use none)"
+            )
         self._devchain: dict[str, Any] | None = None
         self._account: LocalAccount | None = None
         self._types: list[dict[str, Any]] | None = None
@@ -242,12 +251,20 @@ def cmd_types(cfg: Config) -> int:
     return 0
 
 
+def check_file(path: Path) -> Path:
+    """Return ``path`` if it is a regular file; else one clear line saying what it is."""
+    if path.is_dir():
+        raise ClientError(f"{path} is a directory, not a file (give each file to upload)")
+    if not path.is_file():
+        raise ClientError(f"no such file: {path}")
+    return path
+
+
 def request_quote(cfg: Config, files: Sequence[str]) -> dict[str, Any]:
     args = cfg.args
     paths = [Path(f) for f in files]
     for p in paths:
-        if not p.is_file():
-            raise ClientError(f"no such file: {p}")
+        check_file(p)
     chain_id, token = cfg.payment(args.type)
     body = {
         "type": args.type,
@@ -445,9 +462,7 @@ def cmd_balance(cfg: Config) -> int:
 
 def cmd_upload(cfg: Config) -> int:
     args = cfg.args
-    path = Path(args.file)
-    if not path.is_file():
-        raise ClientError(f"no such file: {path}")
+    path = check_file(Path(args.file))
     with cfg.report.bar(path.stat().st_size, "upload") as progress:
         result = cfg.gateway.upload(path, args.replication_factor, args.raw, progress)
     emit(result)

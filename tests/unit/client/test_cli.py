@@ -298,6 +298,10 @@ def test_unreachable_gateway_and_missing_config(capsys: pytest.CaptureFixture[st
     assert code == 1 and "no chain RPC URL" in err
     code, _, err = run(capsys, "upload", "/nonexistent/file")
     assert code == 1 and "no such file" in err
+    code, _, err = run(capsys, "upload", str(Path(__file__).parent))
+    assert code == 1 and "is a directory, not a file" in err
+    code, _, err = run(capsys, "--devchain", "/nonexistent/devchain.json", "link", VECTOR_QUOTE)
+    assert code == 1 and err.startswith("occ-client: no dev chain file /nonexistent/devchain.json")
     code, _, err = run(capsys, "files", "--gateway", "localhost:5000")
     assert code == 1 and err == (
         "occ-client: --gateway 'localhost:5000' needs a scheme, e.g. http://localhost:5000\n"
