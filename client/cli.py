@@ -40,6 +40,8 @@ ENV_KEY = "OCC_PRIVATE_KEY"
 ENV_RPC = "OCC_RPC_URL"
 ENV_API_KEY = "OCC_API_KEY"
 VERSION = "0.1.0"
+MIB = 1024 * 1024
+PROGRESS_EVERY_S = 3.0  # a progress line this often when stderr is not a terminal
 # exit statuses (issue 12): usage 2, network 3, a 4xx answer 4, a payment failure 5, else 1
 EXIT_FAILURE, EXIT_USAGE, EXIT_NETWORK, EXIT_REFUSED, EXIT_PAYMENT = 1, 2, 3, 4, 5
 
@@ -66,7 +68,10 @@ class Reporter:
 
     @contextmanager
     def bar(self, total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
-        # disable=None: a bar only on a terminal; a log file gets the messages alone
+        """A progress bar on a terminal; elsewhere (a log, a pipe) a line every few seconds."""
+        if self.progress and not sys.stderr.isatty():
+            yield from self._lines(total, desc)
+            return
         with tqdm(
             total=total,
             desc=desc,
@@ -74,10 +79,28 @@ class Reporter:
             unit_scale=True,
             unit_divisor=1024,
             file=sys.stderr,
-            disable=None if self.progress else True,
+            disable=not self.progress,
             leave=True,
         ) as t:
             yield t.update
+
+    def _lines(self, total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
+        done = 0
+        last = time.monotonic()
+
+        def line() -> str:
+            of = f" / {total / MIB:.1f} MiB ({100 * done / total:.0f}%)" if total else " MiB"
+            return f"{desc}: {done / MIB:.1f}{of}"
+
+        def update(n: int) -> None:
+            nonlocal done, last
+            done += n
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                self.say(line())
+
+        yield update
+        self.say(line())
 
 
 # --- configuration ---------------------------------------------------------------------------------

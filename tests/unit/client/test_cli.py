@@ -627,3 +627,21 @@ def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool)
     retries = min(limited, api.RETRIES_429)
     assert waits == [2.0] * retries and LimitedGateway.seen == retries + 1
     assert len(notices) == retries and "retrying in 2 s" in notices[0]
+
+
+def test_progress_is_lines_on_stderr_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
+    with cli.Reporter().bar(4 * cli.MIB, "upload") as update:
+        update(cli.MIB)
+        update(cli.MIB)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "upload: 1.0 / 4.0 MiB (25%)",
+        "upload: 2.0 / 4.0 MiB (50%)",
+        "upload: 2.0 / 4.0 MiB (50%)",  # the closing line
+    ]
+    with cli.Reporter(quiet=True).bar(10, "x") as update:
+        update(10)
+    assert capsys.readouterr().err == ""
