@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -428,6 +429,28 @@ def wait_status(cfg: Config, quote_id: str, timeout: float, interval: float) -> 
         time.sleep(interval)
 
 
+def confirm_price(cfg: Config, amount: int, meta: dict[str, Any]) -> None:
+    """Refuse a price over --max-price; unless --yes, ask on the terminal before approving."""
+    decimals = meta.get("decimals") if isinstance(meta.get("decimals"), int) else None
+    symbol = meta.get("symbol") or "tokens"
+    whole = Decimal(amount) / (Decimal(10) ** decimals) if decimals is not None else None
+    price = (
+        f"{api.format_units(amount, decimals)} {symbol}"
+        if decimals is not None
+        else (f"{amount} base units (the token does not say its decimals)")
+    )
+    max_price = cfg.args.max_price
+    if max_price is not None and (whole is None or whole > max_price):
+        raise PaymentFailedError(f"the quote asks {price}, more than --max-price {max_price}")
+    if cfg.args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise ClientError(f"the quote asks {price}: pass --yes to approve it without a terminal")
+    answer = input(f"Approve a payment of {price}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise PaymentFailedError("payment not approved")
+
+
 def cmd_upload_paid(cfg: Config) -> int:
     args = cfg.args
     account = cfg.account()
@@ -441,8 +464,10 @@ def cmd_upload_paid(cfg: Config) -> int:
         f"expires {format_expiry(quote.get('expiresAt'))}"
     )
     if amount > 0:
+        token = cfg.token(token_address, int(quote["chainId"]))
+        confirm_price(cfg, amount, token.metadata())
         cfg.report.say(f"approving {spender} to take {amount} base units")
-        approval = cfg.token(token_address, int(quote["chainId"])).approve(account, spender, amount)
+        approval = token.approve(account, spender, amount)
         cfg.report.say(
             f"approve transaction {approval['txHash']} mined in block {approval['blockNumber']}"
         )
@@ -737,6 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", nargs="+", metavar="FILE")
     add_payment_options(p)
+    p.add_argument("--yes", action="store_true", help="approve the quoted price without asking")
+    p.add_argument(
+        "--max-price",
+        type=Decimal,
+        metavar="TOKENS",
+        help="refuse a quote above this many whole tokens (exit 5)",
+    )
     p.add_argument(
         "--timeout", type=positive_float, default=600.0, help="seconds to wait for status 400"
     )

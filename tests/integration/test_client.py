@@ -172,7 +172,15 @@ def test_upload_paid_end_to_end(
     assert client.ok("balance", "--address", treasury)["balance"] == str(treasury_before)
 
     proc = client.run(
-        "upload-paid", str(first), str(second), "--days", "1", "--timeout", "150", timeout=240
+        "upload-paid",
+        str(first),
+        str(second),
+        "--days",
+        "1",
+        "--timeout",
+        "150",
+        "--yes",
+        timeout=240,
     )
     assert proc.returncode == 0, f"{proc.stderr}\n--- stack logs ---\n{stack.log_text()}"
     assert "Traceback" not in proc.stderr
@@ -215,6 +223,16 @@ def test_upload_paid_end_to_end(
     assert anvil.balance(treasury) - treasury_before == amount
     assert int(client.ok("balance", "--address", treasury)["balance"]) == treasury_before + amount
     token = Token(anvil.rpc_url, anvil.token_address)
+    assert token.allowance(user, anvil.config["gateway_address"]) == 0
+
+    # the price is confirmed before approve: over --max-price exit 5, no terminal and no --yes
+    # exit 1; neither approves anything
+    over = client.run(
+        "upload-paid", str(first), "--days", "1", "--max-price", "0.000000000000000001"
+    )
+    assert over.returncode == 5 and "more than --max-price" in over.stderr, over.stderr
+    unasked = client.run("upload-paid", str(first), "--days", "1")
+    assert unasked.returncode == 1 and "pass --yes" in unasked.stderr, unasked.stderr
     assert token.allowance(user, anvil.config["gateway_address"]) == 0
 
 
@@ -275,7 +293,9 @@ def test_oceans_client_works_on_a_wallet_our_client_used(
     client = Client(paid_gateway, tmp_path, anvil.config_path)
     ours = tmp_path / "ours.txt"
     ours.write_bytes(b"signed by occ-client\n")
-    proc = client.run("upload-paid", str(ours), "--days", "1", "--timeout", "150", timeout=240)
+    proc = client.run(
+        "upload-paid", str(ours), "--days", "1", "--timeout", "150", "--yes", timeout=240
+    )
     assert proc.returncode == 0, f"{proc.stderr}\n--- stack logs ---\n{stack.log_text()}"
     (saved,) = (client.cache / "quotes").glob("*.json")
     ours_qid = json.loads(saved.read_text())["quoteId"]
