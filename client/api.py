@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # so `occ-client --help` and the storage commands start fast.
 
 from client import nonces
+from occ_protocol.formats import is_address, is_file_hash, is_nonce, is_quote_id
 from occ_protocol.signatures import sign_text, signed_text
 
 DEFAULT_GATEWAY = "http://localhost:5000"
@@ -41,66 +42,8 @@ READ_TIMEOUT = 300.0
 RETRIES_429 = 3  # a rate-limited request is sent again at most this many times
 MAX_RETRY_AFTER_S = 120.0  # a longer Retry-After is reported, not waited for
 
-HASH_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-QUOTE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-NONCE_RE = re.compile(r"^[0-9]{1,13}$")
 
 Progress = Callable[[int], None]  # called with the number of bytes just sent or received
-
-# --- status codes (protocol.md §4; a local copy of workers.jobs.Status, checked by a unit test) ---
-
-STATUS_NAMES: dict[int, str] = {
-    0: "NO_SUCH_QUOTE",
-    1: "QUOTED",
-    100: "PAYMENT_QUEUED",
-    101: "PAYMENT_CHECKING",
-    102: "PAYMENT_SENT",
-    103: "PAYMENT_CONFIRMING",
-    200: "ALLOWANCE_TOO_LOW",
-    201: "BALANCE_TOO_LOW",
-    202: "TRANSFER_REVERTED",
-    203: "PAYMENT_TIMEOUT",
-    204: "QUOTE_EXPIRED",
-    205: "PAYMENT_REJECTED",
-    300: "STORE_QUEUED",
-    301: "STORING",
-    302: "REMOTE_PENDING",
-    303: "REPLICATING",
-    400: "DONE",
-    401: "STORE_INTERNAL_ERROR",
-    402: "FILE_MISMATCH",
-    403: "STAGED_FILE_MISSING",
-    404: "BACKEND_FAILED",
-    410: "REFUNDING",
-    411: "REFUNDED",
-    412: "REFUND_FAILED",
-}
-DONE = 400
-REFUNDING = 410
-
-
-def status_name(code: int) -> str:
-    """Name of a status code; codes without a name get their range's meaning."""
-    if code in STATUS_NAMES:
-        return STATUS_NAMES[code]
-    if 1 <= code < 100:
-        return "WAITING_FOR_FILES"
-    if 100 <= code < 200:
-        return "PROCESSING_PAYMENT"
-    if 200 <= code < 300:
-        return "PAYMENT_FAILED"
-    if 300 <= code < 400:
-        return "STORING"
-    if 400 < code < 500:
-        return "STORAGE_FAILED"
-    return "UNKNOWN"
-
-
-def status_is_final(code: int) -> bool:
-    """True for DONE (400), a payment failure (2xx) or a storage failure (4xx except REFUNDING)."""
-    return code == DONE or 200 <= code < 300 or (400 < code < 500 and code != REFUNDING)
-
 
 # --- errors --------------------------------------------------------------------------------------
 
@@ -376,7 +319,7 @@ def new_nonce(address: str, after: str | int | None = None) -> str:
 
 def sign_request(private_key: str | bytes, quote_id: str, nonce: str) -> str:
     """EIP-191 signature of signed_text(quoteId, nonce) (protocol.md §2), 0x-hex, 65 bytes."""
-    if not NONCE_RE.match(nonce):
+    if not is_nonce(nonce):
         raise ClientError("nonce must be 1 to 13 decimal digits")
     return sign_text(private_key, signed_text(quote_id, nonce))
 
@@ -420,7 +363,7 @@ def load_devchain(path: str | Path | None) -> dict[str, Any]:
 
 
 def check_address(value: str, what: str = "address") -> ChecksumAddress:
-    if not ADDRESS_RE.match(value or ""):
+    if not is_address(value):
         raise ClientError(f"{what} must be 0x followed by 40 hex characters")
     from eth_utils.address import to_checksum_address
 
@@ -428,13 +371,13 @@ def check_address(value: str, what: str = "address") -> ChecksumAddress:
 
 
 def check_quote_id(value: str) -> str:
-    if not QUOTE_ID_RE.match(value or ""):
+    if not is_quote_id(value):
         raise ClientError("quoteId must be 32 hex characters")
     return value
 
 
 def check_hash(value: str) -> str:
-    if not HASH_RE.match(value or ""):
+    if not is_file_hash(value):
         raise ClientError("file hash must be 64 hex characters (SHA-256)")
     return value.lower()
 
@@ -641,7 +584,7 @@ class Gateway:
         if url_or_hash.startswith(("http://", "https://")):
             url = url_or_hash
             last = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-            expected = expected_sha256 or (last if HASH_RE.match(last) else None)
+            expected = expected_sha256 or (last if is_file_hash(last) else None)
         else:
             expected = check_hash(url_or_hash)
             url = self.url("/download/" + url_quote(expected))
@@ -917,7 +860,7 @@ def pick_payment(
             )
     if not payments:
         raise ClientError(f"storage type {storage_type!r} lists no payment methods")
-    token_is_address = token is not None and ADDRESS_RE.match(token) is not None
+    token_is_address = token is not None and is_address(token)
     wanted = token if token_is_address else prefer_token
     chosen = next((p for p in payments if has(p, wanted)), payments[0])
     accepted = tokens_of(chosen)

@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from client import api
 from client.api import ClientError, Gateway
+from occ_protocol.formats import is_address, is_nonce
 from occ_protocol.signatures import signed_text
+from occ_protocol.status import Status, is_final, status_name
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -204,7 +206,7 @@ class Config:
         """(chainId, tokenAddress) for a quote: flags, else what GET / accepts (dev chain first)."""
         chain_id: int | None = self.args.chain_id
         token: str | None = self.args.token
-        if chain_id is not None and token is not None and api.ADDRESS_RE.match(token):
+        if chain_id is not None and token is not None and is_address(token):
             return chain_id, api.check_address(token, "token address")
         types = self.types()
         prefer_chain = self.devchain.get("chain_id")
@@ -220,7 +222,7 @@ class Config:
     def token_address(self, given: str | None, fallback: str | None = None) -> str:
         """A token address from --token (address or symbol), the quote, or the dev chain."""
         if given:
-            if api.ADDRESS_RE.match(given):
+            if is_address(given):
                 return api.check_address(given, "token address")
             dev = self.devchain.get("token")
             if isinstance(dev, dict) and str(dev.get("symbol", "")).lower() == given.lower():
@@ -385,8 +387,8 @@ def status_record(quote_id: str, code: int) -> dict[str, Any]:
     return {
         "quoteId": quote_id,
         "status": code,
-        "name": api.status_name(code),
-        "final": api.status_is_final(code),
+        "name": status_name(code),
+        "final": is_final(code),
     }
 
 
@@ -415,15 +417,15 @@ def wait_status(cfg: Config, quote_id: str, timeout: float, interval: float) -> 
     while True:
         code = cfg.gateway.get_status(quote_id)
         if code != last:
-            cfg.report.say(f"status {code} {api.status_name(code)}")
+            cfg.report.say(f"status {code} {status_name(code)}")
             last = code
-        if api.status_is_final(code):
+        if is_final(code):
             return code
         if code == 0:
             raise ClientError(f"the gateway does not know quote {quote_id} (status 0)")
         if time.monotonic() >= deadline:
             raise ClientError(
-                f"gave up after {timeout:g} s: quote {quote_id} is still at {code} {api.status_name(code)} "
+                f"gave up after {timeout:g} s: quote {quote_id} is still at {code} {status_name(code)} "
                 f"(check later with `occ-client status {quote_id}`)"
             )
         time.sleep(interval)
@@ -480,10 +482,10 @@ def cmd_upload_paid(cfg: Config) -> int:
         f"uploaded {len(args.file)} file(s), {total} bytes: {answer.get('message', 'accepted')}"
     )
     code = wait_status(cfg, quote_id, args.timeout, args.poll_interval)
-    if code != api.DONE:
+    if code != Status.DONE:
         failure = PaymentFailedError if 200 <= code < 300 else ClientError
         raise failure(
-            f"quote {quote_id} failed with status {code} {api.status_name(code)}"
+            f"quote {quote_id} failed with status {code} {status_name(code)}"
             + (" (payment failure)" if 200 <= code < 300 else " (storage failure)")
         )
     links = signed_link(cfg, quote_id, after=nonce)
@@ -641,7 +643,7 @@ def positive_float(text: str) -> float:
 
 
 def nonce_arg(text: str) -> str:
-    if not api.NONCE_RE.match(text):
+    if not is_nonce(text):
         raise argparse.ArgumentTypeError("a nonce is 1 to 13 decimal digits")
     return text
 

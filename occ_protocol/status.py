@@ -72,3 +72,11 @@ def status_name(code: int) -> str:
     if 400 < code < 500:
         return "STORAGE_FAILED"
     return "UNKNOWN"
+
+
+def is_final(code: int) -> bool:
+    """Return True for DONE (400), a payment failure (2xx) or a storage failure (4xx but
+    REFUNDING); also for codes without a name, by their range."""
+    return (
+        code == Status.DONE or 200 <= code < 300 or (400 < code < 500 and code != Status.REFUNDING)
+    )
