@@ -246,6 +246,17 @@ def signed(account: LocalAccount, quote_id: str) -> dict[str, str]:
     }
 
 
+def get_history(base: str, account: LocalAccount, nonce: str | None = None) -> requests.Response:
+    """GET /getHistory signed with ``nonce`` (default a fresh one) over an empty quoteId."""
+    nonce = nonce or next_nonce()
+    params = {
+        "userAddress": account.address,
+        "nonce": nonce,
+        "signature": sign_text(account.key, signed_text("", nonce)),
+    }
+    return requests.get(f"{base}/getHistory", params=params, timeout=10)
+
+
 def upload(base: str, params: dict[str, str], files: list[bytes]) -> requests.Response:
     parts = [(f"file{i + 1}", (f"part{i + 1}.bin", data)) for i, data in enumerate(files)]
     return requests.post(f"{base}/upload", params=params, files=parts, timeout=60)
@@ -358,16 +369,7 @@ def test_full_flow_pays_once_stores_and_links(gateway: Gateway) -> None:
     assert requests.post(f"{gw.base}/getLink", params=link_params, timeout=10).status_code == 409
     assert upload(gw.base, signed(user, quote["quoteId"]), files).status_code == 409
 
-    nonce = next_nonce()
-    history = requests.get(
-        f"{gw.base}/getHistory",
-        params={
-            "userAddress": user.address,
-            "nonce": nonce,
-            "signature": sign_text(user.key, signed_text("", nonce)),
-        },
-        timeout=10,
-    )
+    history = get_history(gw.base, user)
     assert history.status_code == 200, history.text
     entry = next(h for h in history.json() if h["quoteId"] == quote["quoteId"])
     assert entry["status"] == 400 and entry["tokenAmount"] == quote["tokenAmount"]
@@ -658,15 +660,7 @@ def test_upload_refused_before_its_body_is_read_is_answered(gateway: Gateway) ->
     user = env.account(9)
     quote = get_quote(gw.base, user.address, [250_000], env.token_address)
     used = next_nonce()
-    history = requests.get(
-        f"{gw.base}/getHistory",
-        params={
-            "userAddress": user.address,
-            "nonce": used,
-            "signature": sign_text(user.key, signed_text("", used)),
-        },
-        timeout=10,
-    )
+    history = get_history(gw.base, user, used)
     assert history.status_code == 200, history.text
     params = {
         "quoteId": quote["quoteId"],
