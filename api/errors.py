@@ -19,9 +19,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from occ_storage import errors as lib
-from workers import paid
+from workers.services import paid
+from workers.services.storage import LockBusyError
 from workers.settings import ConfigError
-from workers.storage_jobs import LockBusyError
 
 log = logging.getLogger("api.errors")
 
@@ -53,7 +53,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorSpec] = {
     ),
     lib.SketchMismatchError: ErrorSpec(409, "Sketches do not match (key, N' or tau)"),
     lib.OccStorageError: ErrorSpec(500, "Internal error"),
-    # the paid flow (workers.paid): messages are written for clients
+    # the paid flow (workers.services.paid): messages are written for clients
     paid.QuoteRequestError: ErrorSpec(400, "Invalid quote request: {exc}"),
     paid.QuoteExpiredError: ErrorSpec(400),
     paid.MalformedSignatureError: ErrorSpec(400),

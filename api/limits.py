@@ -20,7 +20,7 @@ from api.deps import runtime
 from api.errors import respond
 from occ_protocol.formats import is_address, is_quote_id
 from occ_protocol.status import Status
-from workers import paid
+from workers.services import paid
 from workers.settings import Settings
 
 

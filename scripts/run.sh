@@ -45,7 +45,7 @@ wait_port "$REDIS_PORT" redis-server
 
 echo "[run] anvil dev chain on 127.0.0.1:$CHAIN_PORT, deploying the test token" >&2
 rm -f "$PAYMENT_CONFIG"
-"$VENV/bin/python" -m workers.devchain up --port "$CHAIN_PORT" --out "$PAYMENT_CONFIG" &
+"$VENV/bin/python" -m workers.chain.devchain up --port "$CHAIN_PORT" --out "$PAYMENT_CONFIG" &
 pids+=($!)
 for _ in $(seq 1 300); do [ -s "$PAYMENT_CONFIG" ] && break; sleep 0.2; done
 [ -s "$PAYMENT_CONFIG" ] || { echo "[run] dev chain did not come up" >&2; exit 1; }

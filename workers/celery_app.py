@@ -12,7 +12,7 @@ from workers.logs import configure_logging
 
 app = Celery("occ")
 app.config_from_object("celeryconfig")
-app.conf.include = ["workers.tasks", "workers.paid_tasks"]
+app.conf.include = ["workers.tasks.storage", "workers.tasks.paid"]
 
 
 @setup_logging.connect

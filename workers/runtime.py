@@ -12,10 +12,10 @@ import redis
 
 from occ_storage.nodes import NodeBackend
 from occ_storage.store import ChunkStore
-from workers.jobs import Jobs
 from workers.nodes_config import build_nodes
-from workers.redis_index import RedisIndex
 from workers.settings import Settings
+from workers.state.index import RedisIndex
+from workers.state.jobs import Jobs
 
 
 def load_or_create_key(path: Path) -> bytes:

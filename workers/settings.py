@@ -115,7 +115,7 @@ class Settings:
         return [self.storage_dir / f"node_{i:03d}" for i in range(self.num_nodes)]
 
     def payment_config(self) -> dict[str, Any]:
-        """The chain/token configuration file (written by `python -m workers.devchain`)."""
+        """The chain/token configuration file (written by `python -m workers.chain.devchain`)."""
         if self.payment_config_file is None:
             return {}
         try:

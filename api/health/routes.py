@@ -11,8 +11,8 @@ from flask.views import MethodView
 from api.deps import runtime
 from api.errors import ApiError
 from api.validation import Blueprint, errors_doc
-from workers.health import network_status
 from workers.nodes_config import node_states
+from workers.services.health import network_status
 
 blp = Blueprint("health", __name__, description="Liveness and replication health")
 

@@ -21,7 +21,7 @@ from api.paid.schemas import (
     StorageSchema,
 )
 from api.validation import Blueprint, errors_doc
-from workers import paid
+from workers.services import paid
 
 blp = Blueprint(
     "paid",

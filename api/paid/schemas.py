@@ -9,7 +9,7 @@ from marshmallow import validate
 
 from api.validation import format_field
 from occ_protocol.formats import ADDRESS_RE, NONCE_RE, QUOTE_ID_RE
-from workers.paid import MAX_FILES
+from workers.services.paid import MAX_FILES
 
 MAX_CHAIN_ID = 2**63 - 1
 ADDRESS_ERROR = "must be 0x followed by 40 hex characters"

@@ -7,7 +7,7 @@ from typing import IO, Any
 from flask import Response, jsonify, request
 
 from api.deps import runtime
-from workers import paid
+from workers.services import paid
 
 
 def _parts() -> list[tuple[str | None, IO[bytes]]]:
@@ -16,7 +16,7 @@ def _parts() -> list[tuple[str | None, IO[bytes]]]:
 
 
 def _enqueue(quote_id: str) -> None:
-    from workers.paid_tasks import process_payment
+    from workers.tasks.paid import process_payment
 
     process_payment.apply_async(args=[quote_id])
 

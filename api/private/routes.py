@@ -34,8 +34,8 @@ from occ_protocol.signatures import (
     same_address,
     verify_record,
 )
-from workers.registry import InvalidRecordError, Registry, RegistryReplayError
-from workers.remote import RemoteAddressError, check_staged_token, check_url
+from workers.remote.client import RemoteAddressError, check_staged_token, check_url
+from workers.state.registry import InvalidRecordError, Registry, RegistryReplayError
 
 log = logging.getLogger("api.private")
 

@@ -9,7 +9,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from api.validation import format_field
-from workers.registry import InvalidRecordError, normalize_payment, validate_type
+from workers.state.registry import InvalidRecordError, normalize_payment, validate_type
 
 TOKEN_RE = re.compile(r"[0-9a-fA-F]{64}")  # HMAC-SHA256 hex (workers.remote.staged_token)
 

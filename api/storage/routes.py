@@ -28,7 +28,7 @@ from api.storage.schemas import (
 )
 from api.validation import BEARER, PARSER, Blueprint, errors_doc
 from occ_protocol.formats import FILE_HASH_RE, is_file_hash
-from workers import storage_jobs
+from workers.services import storage as storage_jobs
 
 blp = Blueprint(
     "storage", __name__, description="Direct uploads and downloads in the OCC chunk store"

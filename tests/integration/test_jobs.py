@@ -12,8 +12,8 @@ import pytest
 
 from occ_protocol.status import Status
 from tests.fixtures.services import ROOT, RedisServer
-from workers.jobs import Jobs, job_key
-from workers.storage_jobs import LockBusyError, renewed_lock
+from workers.services.storage import LockBusyError, renewed_lock
+from workers.state.jobs import Jobs, job_key
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_renewed_lock_outlives_its_ttl_while_held_and_lapses_when_the_holder_die
     # a holder SIGKILLed while holding it: no release, no renewal
     code = (
         "import os, redis, signal, sys; "
-        "from workers.storage_jobs import renewed_lock; "
+        "from workers.services.storage import renewed_lock; "
         f"c = redis.Redis(port={redis_server.port}); "
         "cm = renewed_lock(c, 'occ:lock:t', 0, ttl_s=0.6); cm.__enter__(); "
         "os.kill(os.getpid(), signal.SIGKILL)"

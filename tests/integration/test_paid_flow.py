@@ -52,12 +52,12 @@ from tests.fixtures.services import (
     stack_env,
     wait_for,
 )
-from workers.devchain import MAX_UINT256
-from workers.jobs import Jobs, job_key
-from workers.paid_tasks import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
-from workers.payments import TRANSFER_TOPIC
+from workers.chain.devchain import MAX_UINT256
+from workers.chain.payments import TRANSFER_TOPIC
 from workers.runtime import Runtime, set_runtime
 from workers.settings import Settings
+from workers.state.jobs import Jobs, job_key
+from workers.tasks.paid import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ import pytest
 from web3.exceptions import TransactionNotFound
 
 from tests.fixtures.chain import ChainEnv
-from workers import devchain
-from workers.payments import (
+from workers.chain import devchain
+from workers.chain.payments import (
     BroadcastResult,
     CheckStatus,
     PaymentState,
@@ -377,7 +377,16 @@ def test_cli_up_deploys_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = devchain.free_port()
     out = tmp_path / "devchain.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.devchain", "up", "--port", str(port), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "workers.chain.devchain",
+            "up",
+            "--port",
+            str(port),
+            "--out",
+            str(out),
+        ],
         cwd=devchain.REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -31,9 +31,14 @@ from tests.fakes.microservice import (
     FakeMicroservice,
 )
 from tests.fixtures.services import ROOT, VENV_BIN, RedisServer, free_port, stop, wait_for
-from workers.registry import InvalidRecordError, Registry, RegistryReplayError, normalize_payment
-from workers.remote import RemoteStorageClient, staged_file_url
+from workers.remote.client import RemoteStorageClient, staged_file_url
 from workers.settings import Settings
+from workers.state.registry import (
+    InvalidRecordError,
+    Registry,
+    RegistryReplayError,
+    normalize_payment,
+)
 
 pytestmark = pytest.mark.integration
 

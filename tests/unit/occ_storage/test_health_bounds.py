@@ -23,7 +23,7 @@ from occ_storage.estimators import (
 )
 from occ_storage.health import health_report, merged_sketch_from_chunks
 from occ_storage.sketches import MergedSketch, key_id_of
-from workers import health as worker_health
+from workers.services import health as worker_health
 from workers.settings import Settings
 
 KEY = bytes(range(32))

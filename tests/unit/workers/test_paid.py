@@ -17,8 +17,8 @@ from flask import Flask
 from api import create_app
 from api.errors import first_error
 from occ_protocol.signatures import SECP256K1_N, signed_text
-from workers import paid
-from workers.paid import (
+from workers.services import paid
+from workers.services.paid import (
     GIB,
     SECONDS_PER_MONTH,
     FileMismatchError,

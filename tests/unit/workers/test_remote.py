@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.fakes.microservice import DEFAULT_TOKEN, FakeMicroservice
-from workers import remote
-from workers.remote import RemoteAddressError, RemoteError, RemoteStorageClient
+from workers.remote import client as remote
+from workers.remote.client import RemoteAddressError, RemoteError, RemoteStorageClient
 
 QUOTE_ID = "40acc6937e1bd98631f47e7cbda72920"
 QUOTE_BODY = {

@@ -14,7 +14,7 @@ from occ_storage.health import health_report, merge_securely, node_sketches_from
 from occ_storage.sketches import MergedSketch
 from workers.runtime import Runtime
 
-log = logging.getLogger("workers.health")
+log = logging.getLogger("workers.services.health")
 
 MERGED_KEY = "occ:sketch:merged"
 NODES_KEY = "occ:sketch:nodes"  # exact per-node figures of the same pass

@@ -25,21 +25,8 @@ from web3 import Web3
 
 from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
-from workers import storage_jobs
 from workers.celery_app import app
-from workers.paid import (
-    OCC_TYPE,
-    QUOTE_KIND,
-    QuoteRequestError,
-    find_option,
-    payment_options,
-    quote_dir,
-    quotes_dir,
-    registry,
-    remove_staging,
-    sha256_file,
-)
-from workers.payments import (
+from workers.chain.payments import (
     BroadcastError,
     BroadcastResult,
     ChainUnavailableError,
@@ -51,11 +38,29 @@ from workers.payments import (
     TransferWouldRevertError,
     load_token_abi,
 )
-from workers.remote import STAGED_URL_TTL_S, RemoteError, RemoteStorageClient, staged_file_url
+from workers.remote.client import (
+    STAGED_URL_TTL_S,
+    RemoteError,
+    RemoteStorageClient,
+    staged_file_url,
+)
 from workers.runtime import Runtime, get_runtime
+from workers.services import storage as storage_jobs
+from workers.services.paid import (
+    OCC_TYPE,
+    QUOTE_KIND,
+    QuoteRequestError,
+    find_option,
+    payment_options,
+    quote_dir,
+    quotes_dir,
+    registry,
+    remove_staging,
+    sha256_file,
+)
 from workers.settings import ConfigError, Settings
 
-log = logging.getLogger("workers.paid_tasks")
+log = logging.getLogger("workers.tasks.paid")
 
 MAX_ATTEMPTS = {"payment": 200, "store": 60, "refund": 200}
 PAYMENT_GRACE_S = 300  # an upload accepted just before expiry may still be charged this long after

@@ -33,14 +33,14 @@ from occ_protocol.signatures import (
     verify_owner,
 )
 from occ_protocol.status import Status
-from workers.registry import Registry
-from workers.remote import RemoteError, RemoteStorageClient
+from workers.remote.client import RemoteError, RemoteStorageClient
 from workers.settings import ConfigError, Settings
+from workers.state.registry import Registry
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
-log = logging.getLogger("workers.paid")
+log = logging.getLogger("workers.services.paid")
 
 OCC_TYPE = "occ"
 OCC_DESCRIPTION = "Replicated storage on the gateway's OCC chunk store, paid per GiB-month"

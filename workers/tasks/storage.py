@@ -13,11 +13,11 @@ import redis
 from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
 from workers.celery_app import app
-from workers.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
 from workers.runtime import get_runtime
-from workers.storage_jobs import ORPHAN_CHUNK_AGE_S, file_lock
+from workers.services.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
+from workers.services.storage import ORPHAN_CHUNK_AGE_S, file_lock
 
-log = logging.getLogger("workers.tasks")
+log = logging.getLogger("workers.tasks.storage")
 
 MAX_DELIVERIES = 10
 TRANSIENT = (NodeError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -161,7 +161,7 @@ def sweep_jobs() -> int:
         for job in rt.jobs.stuck(kind, older_than=900):
             task.delay(job["id"])
             redriven += 1
-    from workers.paid_tasks import redrive_paid_jobs
+    from workers.tasks.paid import redrive_paid_jobs
 
     redriven += redrive_paid_jobs(rt)
     if redriven:

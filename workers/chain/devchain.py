@@ -1,9 +1,9 @@
 """Local dev chain: start anvil, deploy the OCC test token and write the chain config file.
 
 Usage:
-    python -m workers.devchain up --port 8545 --out data/devchain.json
-    python -m workers.devchain deploy --rpc http://127.0.0.1:8545 --out data/devchain.json
-    python -m workers.devchain path
+    python -m workers.chain.devchain up --port 8545 --out data/devchain.json
+    python -m workers.chain.devchain deploy --rpc http://127.0.0.1:8545 --out data/devchain.json
+    python -m workers.chain.devchain path
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
 
-from workers.payments import TOKEN_ARTIFACT, build_fee_fields, load_token_artifact
+from workers.chain.payments import TOKEN_ARTIFACT, build_fee_fields, load_token_artifact
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_node_deps.sh"
 
@@ -347,8 +347,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m workers.devchain``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m workers.devchain", description=__doc__)
+    """Entry point of ``python -m workers.chain.devchain``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m workers.chain.devchain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start anvil, deploy, stay in the foreground until signalled")
     up.add_argument("--port", type=int, default=8545)

@@ -68,7 +68,7 @@ def file_lock(file_hash: str, wait_s: float = 600) -> contextlib.AbstractContext
 
 
 def _enqueue(task_name: str, *args: Any) -> None:
-    from workers import tasks
+    from workers.tasks import storage as tasks
 
     getattr(tasks, task_name).apply_async(args=list(args))
 

@@ -35,7 +35,7 @@ from web3.exceptions import (
 
 from occ_protocol.signatures import address_bytes, normalize_address
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ARTIFACT = REPO_ROOT / "chain" / "TestToken.json"
 
 # keccak256("Transfer(address,address,uint256)")
@@ -47,7 +47,7 @@ TRANSFER_FROM_CALLDATA_BYTES = 4 + 3 * 32
 
 
 class PaymentError(Exception):
-    """Base class of errors raised by workers.payments (no HTTP codes; api/errors.py maps)."""
+    """Base class of errors raised by workers.chain.payments (no HTTP codes; api/errors.py maps)."""
 
 
 class ChainUnavailableError(PaymentError):
