@@ -20,8 +20,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from occ_storage import errors as lib
 from workers.services import paid
-from workers.services.storage import LockBusyError
 from workers.settings import ConfigError
+from workers.state.locks import LockBusyError
 
 log = logging.getLogger("api.errors")
 

@@ -22,6 +22,7 @@ from occ_protocol.formats import is_address, is_quote_id
 from occ_protocol.status import Status
 from workers.services import paid
 from workers.settings import Settings
+from workers.state import keys
 
 
 def client_key() -> str:
@@ -61,7 +62,7 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
         strategy="fixed-window",
         headers_enabled=False,  # Retry-After on 429 only (below), not on every answer
         swallow_errors=True,  # a limiter that cannot reach Redis never turns a request into a 500
-        key_prefix="occ:ratelimit",
+        key_prefix=keys.RATELIMIT_PREFIX,
     )
     limiter.request_filter(accepted_quote_upload)
 

@@ -58,3 +58,7 @@ class InvalidNodeError(OccStorageError, ValueError):
 
 class WriteQuorumError(NodeError):
     """Fewer nodes than the write quorum accepted a chunk or a manifest: nothing is acknowledged."""
+
+
+class ContentMismatchError(OccStorageError, ValueError):
+    """The stored stream's SHA-256 is not the one the caller expected (nothing was registered)."""

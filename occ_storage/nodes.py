@@ -107,6 +107,10 @@ class NodeBackend(Protocol):
         """Return the bytes used by chunks and manifests."""
         ...
 
+    def census(self) -> tuple[list[str], int, int]:
+        """Return (chunk ids, used bytes, free bytes) from one walk of the node."""
+        ...
+
     def free_bytes(self) -> int:
         """Return the bytes still free for the node."""
         ...
@@ -140,7 +144,8 @@ def check_id(value: object) -> str:
     return value
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new entry in ``path`` durable (fsync of the directory)."""
     fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -295,7 +300,7 @@ class LocalDirNode:
                 # the parent of a re-created root may live on another filesystem
                 to_sync = {d for d in to_sync if not d.startswith(self._root + os.sep)}
             for directory in to_sync:
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             for fd, tmp, _ in pending:
                 if fd >= 0:
@@ -452,6 +457,18 @@ class LocalDirNode:
             except OSError:
                 continue  # removed while walking
         return total
+
+    def census(self) -> tuple[list[str], int, int]:
+        ids: list[str] = []
+        used = 0
+        for entry in self._entries():
+            if entry.path.startswith(self._chunks + os.sep) and HASH_RE.fullmatch(entry.name):
+                ids.append(entry.name)
+            try:
+                used += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # removed while walking
+        return ids, used, self.free_bytes()
 
     def free_bytes(self) -> int:
         path = self._root

@@ -367,6 +367,18 @@ class S3Node:
     def used_bytes(self) -> int:
         return sum(size for kind in ("chunks", "manifests") for _, size, _ in self._list(kind))
 
+    def census(self) -> tuple[list[str], int, int]:
+        ids: list[str] = []
+        used = 0
+        for name, size, _ in self._list("chunks"):
+            used += size
+            if HASH_RE.fullmatch(name):
+                ids.append(name)
+        used += sum(size for _, size, _ in self._list("manifests"))
+        if self.capacity_bytes is None:
+            return ids, used, UNLIMITED_BYTES
+        return ids, used, max(0, self.capacity_bytes - used)
+
     def free_bytes(self) -> int:
         if self.capacity_bytes is None:
             self.ping()

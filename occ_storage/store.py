@@ -22,6 +22,7 @@ from occ_storage.chunking import CHUNK_SIZE, ChunkedReader, check_chunk_size, ch
 from occ_storage.errors import (
     ChunkMissingError,
     ChunkUnavailableError,
+    ContentMismatchError,
     CorruptChunkError,
     InvalidNodeError,
     InvalidRangeError,
@@ -339,6 +340,7 @@ class ChunkStore:
         *,
         quorum: int | None = None,
         expires_at: float | None = None,
+        expected_hash: str | None = None,
     ) -> Manifest:
         """Store a stream and return its manifest once every chunk is durable on `quorum` nodes.
 
@@ -349,6 +351,8 @@ class ChunkStore:
         manifest (with the new name and r). The name is metadata only. If the stream fails
         midway nothing is registered; chunks already written stay as orphans until
         `sweep_orphans` removes them (or a later put of the same content reuses them).
+        With `expected_hash`, a stream whose SHA-256 differs registers nothing either
+        (ContentMismatchError): the one hash computed while chunking is the verification.
         """
         r = self._check_r(replication_factor)
         w = r if quorum is None else quorum
@@ -374,6 +378,8 @@ class ChunkStore:
         except BaseException:
             writer.abort()
             raise
+        if expected_hash is not None and reader.file_hash != expected_hash.lower():
+            raise ContentMismatchError(f"content hash {reader.file_hash} is not {expected_hash}")
         manifest = Manifest(
             reader.file_hash,
             name,
@@ -859,22 +865,15 @@ class ChunkStore:
 
     # nodes -------------------------------------------------------------------------------------
 
-    def node_chunk_ids(self, node_id: str) -> list[str]:
-        """Return the ids of the chunks on one node (for sketch refresh)."""
-        node = self._by_id.get(node_id)
-        if node is None:
-            raise InvalidNodeError(f"unknown node {node_id!r}")
-        return list(node.list_chunks())
-
-    def node_stats(self) -> list[NodeStats]:
-        """Return chunks, used and free bytes per node (a failing node reports its error)."""
-        out: list[NodeStats] = []
+    def node_census(self) -> list[tuple[NodeStats, list[str]]]:
+        """Per node, its figures and its chunk ids from one walk (sketch refresh and /status)."""
+        out: list[tuple[NodeStats, list[str]]] = []
         for node in self.nodes:
             kind = str(getattr(node, "kind", "local"))
             try:
-                chunks = sum(1 for _ in node.list_chunks())
-                used, free = node.used_bytes(), node.free_bytes()
-                out.append(NodeStats(node.node_id, node.weight, chunks, used, free, None, kind))
+                ids, used, free = node.census()
+                stats = NodeStats(node.node_id, node.weight, len(ids), used, free, None, kind)
             except NodeError as exc:
-                out.append(NodeStats(node.node_id, node.weight, 0, 0, 0, str(exc), kind))
+                ids, stats = [], NodeStats(node.node_id, node.weight, 0, 0, 0, str(exc), kind)
+            out.append((stats, ids))
         return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -16,6 +18,8 @@ from workers.nodes_config import build_nodes
 from workers.settings import Settings
 from workers.state.index import RedisIndex
 from workers.state.jobs import Jobs
+
+Enqueue = Callable[..., None]  # enqueue(task_name, *args): queue a Celery task by name
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -38,12 +42,22 @@ def load_or_create_key(path: Path) -> bytes:
     return data
 
 
-class Runtime:
-    """Everything a view or a task needs, built lazily once per process."""
+def celery_enqueue(task_name: str, *args: Any) -> None:
+    """Send a task by name through the Celery app (no task module is imported: no circle)."""
+    from workers.celery_app import app
 
-    def __init__(self, settings: Settings) -> None:
+    app.send_task(task_name, args=list(args))
+
+
+class Runtime:
+    """Everything a view or a task needs, built lazily once per process.
+
+    ``enqueue`` is how services queue the next step; tests pass a recorder instead of Celery.
+    """
+
+    def __init__(self, settings: Settings, enqueue: Enqueue = celery_enqueue) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
+        self.enqueue = enqueue
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -85,6 +85,7 @@ class Settings:
     sketch_key_file: Path | None = None
     health_slo: float = 0.99
     scrub_budget_bytes: int = 64 * 1024**2
+    sketch_interval: float = 60.0  # beat's refresh_sketches period (celeryconfig.py reads it too)
     public_base_url: str = ""
     private_base_url: str = ""
     rate_limit: str = "600/minute"
@@ -172,6 +173,7 @@ class Settings:
             sketch_key_file=Path(key_file) if key_file else None,
             health_slo=_float(e, "HEALTH_SLO", 0.99, 0.0, 1.0),
             scrub_budget_bytes=_int(e, "SCRUB_BUDGET_BYTES", 64 * 1024**2, 0),
+            sketch_interval=_float(e, "SKETCH_INTERVAL", 60.0, 1.0, 86400.0),
             public_base_url=e.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
             private_base_url=e.get("PRIVATE_BASE_URL", "").strip().rstrip("/"),
             rate_limit=e.get("RATE_LIMIT", "").strip() or "600/minute",

@@ -15,17 +15,9 @@ def _parts() -> list[tuple[str | None, IO[bytes]]]:
     return [(f.filename, f.stream) for _, f in request.files.items(multi=True)]
 
 
-def _enqueue(quote_id: str) -> None:
-    from workers.tasks.paid import process_payment
-
-    process_payment.apply_async(args=[quote_id])
-
-
 def paid_upload(q: dict[str, Any]) -> Response:
     """Check the quote, signature and nonce, stage the files durably, queue the payment; 200 {message}.
 
     The body is parsed only once the quote, signature and nonce are accepted (`_parts`)."""
-    result = paid.accept_upload(
-        runtime(), q["quoteId"], q["nonce"], q["signature"], _parts, _enqueue
-    )
+    result = paid.accept_upload(runtime(), q["quoteId"], q["nonce"], q["signature"], _parts)
     return jsonify(result)

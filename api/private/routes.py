@@ -34,7 +34,8 @@ from occ_protocol.signatures import (
     same_address,
     verify_record,
 )
-from workers.remote.client import RemoteAddressError, check_staged_token, check_url
+from workers.remote.guard import RemoteAddressError, check_url
+from workers.remote.staged import check_staged_token
 from workers.state.registry import InvalidRecordError, Registry, RegistryReplayError
 
 log = logging.getLogger("api.private")

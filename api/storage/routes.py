@@ -28,7 +28,7 @@ from api.storage.schemas import (
 )
 from api.validation import BEARER, PARSER, Blueprint, errors_doc
 from occ_protocol.formats import FILE_HASH_RE, is_file_hash
-from workers.services import storage as storage_jobs
+from workers.services import storage
 
 blp = Blueprint(
     "storage", __name__, description="Direct uploads and downloads in the OCC chunk store"
@@ -145,7 +145,9 @@ class Upload(MethodView):
                 400, "Missing file part 'file'", {"file": ["Missing data for required field."]}
             )
         upload.stream.seek(0)
-        return upload_result(storage_jobs.store_upload(upload.stream, upload.filename or "", r))
+        return upload_result(
+            storage.store_upload(runtime(), upload.stream, upload.filename or "", r)
+        )
 
     @blp.arguments(RawUploadQuerySchema, location="query")
     @blp.doc(
@@ -170,7 +172,7 @@ class Upload(MethodView):
         require_api_key()
         r = check_replication(query["replication_factor"])
         name = query["name"] or request.headers.get("X-File-Name", "")
-        return upload_result(storage_jobs.store_upload(request.stream, name[:10000], r))
+        return upload_result(storage.store_upload(runtime(), request.stream, name[:10000], r))
 
 
 def _content_disposition(name: str, file_hash: str) -> str:
@@ -226,7 +228,7 @@ class Download(MethodView):
                 )
             start, end, status = bounds[0], bounds[1], 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        body = storage_jobs.read_file(file_hash, start, end)
+        body = storage.read_file(runtime(), file_hash, start, end)
         # Read the first block now: a chunk with no readable replica becomes a clean 503 here,
         # before the status line is sent (a later one can only abort the connection).
         first = next(body, b"")
@@ -250,7 +252,7 @@ class Files(MethodView):
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """List stored files, newest first, with their live replication (paginated)."""
         page, per_page = query["page"], query["per_page"]
-        total, files = storage_jobs.list_files((page - 1) * per_page, per_page)
+        total, files = storage.list_files(runtime(), (page - 1) * per_page, per_page)
         return {"total_files": total, "page": page, "per_page": per_page, "files": files}
 
 
@@ -273,7 +275,7 @@ class FileItem(MethodView):
         concurrent upload of the same content never loses a chunk.
         """
         require_api_key()
-        storage_jobs.delete_file(check_hash(file_hash))
+        storage.delete_file(runtime(), check_hash(file_hash))
 
 
 @blp.route("/verify/<string:file_hash>", parameters=[HASH_PARAM])
@@ -282,7 +284,7 @@ class Verify(MethodView):
     @errors_doc(blp, e400="Malformed hash", e404="No such file")
     def get(self, file_hash: str) -> dict[str, Any]:
         """Verify every replica of every chunk (hash checked) and report the live replication."""
-        return storage_jobs.verify_file(check_hash(file_hash))
+        return storage.verify_file(runtime(), check_hash(file_hash))
 
 
 @blp.route("/rebalance/<string:file_hash>", parameters=[HASH_PARAM])
@@ -302,4 +304,4 @@ class Rebalance(MethodView):
         require_api_key()
         file_hash = check_hash(file_hash)
         r = check_replication(body["replication_factor"])
-        return storage_jobs.start_rebalance(file_hash, r)
+        return storage.start_rebalance(runtime(), file_hash, r)

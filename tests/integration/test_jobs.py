@@ -12,8 +12,9 @@ import pytest
 
 from occ_protocol.status import Status
 from tests.fixtures.services import ROOT, RedisServer
-from workers.services.storage import LockBusyError, renewed_lock
-from workers.state.jobs import Jobs, job_key
+from workers.state import keys
+from workers.state.jobs import Jobs
+from workers.state.locks import LockBusyError, renewed_lock
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ def test_delivery_counter(jobs: Jobs) -> None:
 
 def test_a_polled_job_is_not_stuck(jobs: Jobs) -> None:
     jobs.create("p", "quote", Status.REMOTE_PENDING)
-    jobs.r.hset(job_key("p"), "updated_at", f"{time.time() - 3600:.6f}")
+    jobs.r.hset(keys.job("p"), "updated_at", f"{time.time() - 3600:.6f}")
     assert [j["id"] for j in jobs.stuck("quote", older_than=600)] == ["p"]
     jobs.touch("p")  # a live polling chain
     assert jobs.stuck("quote", older_than=600) == []
@@ -91,7 +92,7 @@ def test_renewed_lock_outlives_its_ttl_while_held_and_lapses_when_the_holder_die
     # a holder SIGKILLed while holding it: no release, no renewal
     code = (
         "import os, redis, signal, sys; "
-        "from workers.services.storage import renewed_lock; "
+        "from workers.state.locks import renewed_lock; "
         f"c = redis.Redis(port={redis_server.port}); "
         "cm = renewed_lock(c, 'occ:lock:t', 0, ttl_s=0.6); cm.__enter__(); "
         "os.kill(os.getpid(), signal.SIGKILL)"

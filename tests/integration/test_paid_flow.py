@@ -54,10 +54,11 @@ from tests.fixtures.services import (
 )
 from workers.chain.devchain import MAX_UINT256
 from workers.chain.payments import TRANSFER_TOPIC
-from workers.runtime import Runtime, set_runtime
+from workers.runtime import Runtime
+from workers.services.paid.flow import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
 from workers.settings import Settings
-from workers.state.jobs import Jobs, job_key
-from workers.tasks.paid import MAX_ATTEMPTS, expire_files, redrive_paid_jobs
+from workers.state import keys
+from workers.state.jobs import Jobs
 
 pytestmark = pytest.mark.integration
 
@@ -450,7 +451,7 @@ def test_transfer_never_mined_ends_payment_timeout(gateway: Gateway) -> None:
         wait_for(lambda: gw.jobs.status(qid) == Status.PAYMENT_SENT, 60, "payment sent")
         time.sleep(1.0)  # the task is polling for a receipt that does not come
         assert gw.jobs.status(qid) == Status.PAYMENT_SENT
-        gw.redis.hset(job_key(qid), "deliveries_payment", MAX_ATTEMPTS["payment"])
+        gw.redis.hset(keys.job(qid), "deliveries_payment", MAX_ATTEMPTS["payment"])
         assert wait_final(gw, qid, 120) == Status.PAYMENT_TIMEOUT
         assert status(gw.base, qid) == Status.PAYMENT_TIMEOUT
     finally:
@@ -823,7 +824,7 @@ def test_sweeper_redrives_a_job_whose_message_was_lost(gateway: Gateway) -> None
     qid = get_quote(gw.base, env.account(9).address, [10], env.token_address)["quoteId"]
     # as if the upload's process died after the CAS, before recording the files and enqueueing
     assert gw.jobs.advance(qid, Status.PAYMENT_QUEUED)
-    gw.redis.hset(job_key(qid), "updated_at", f"{time.time() - 3600:.6f}")
+    gw.redis.hset(keys.job(qid), "updated_at", f"{time.time() - 3600:.6f}")
     rt = in_process(gw)
     assert redrive_paid_jobs(rt) == 1
     assert redrive_paid_jobs(rt) == 0  # re-driven at most once per deadline
@@ -843,14 +844,9 @@ def test_paid_files_expire_after_duration_and_grace(gateway: Gateway) -> None:
     ).json()
     assert link["expiresAt"] > time.time() + 3500
     later = time.time() + 3700  # the quote paid for 3600 s
-    try:
-        assert expire_files(in_process(gw), now=time.time() + 1800) == 0
-        assert expire_files(in_process(gw), now=later) == 0  # PAID_GRACE_PERIOD (1 day) still runs
-        rt = in_process(gw, paid_grace_period=0)
-        set_runtime(rt)  # storage_jobs.delete_file uses the process runtime
-        assert expire_files(rt, now=later) >= 1
-    finally:
-        set_runtime(None)
+    assert expire_files(in_process(gw), now=time.time() + 1800) == 0
+    assert expire_files(in_process(gw), now=later) == 0  # PAID_GRACE_PERIOD (1 day) still runs
+    assert expire_files(in_process(gw, paid_grace_period=0), now=later) >= 1
     assert requests.get(link["url"], timeout=10).status_code == 404
 
 

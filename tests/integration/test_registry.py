@@ -31,7 +31,9 @@ from tests.fakes.microservice import (
     FakeMicroservice,
 )
 from tests.fixtures.services import ROOT, VENV_BIN, RedisServer, free_port, stop, wait_for
-from workers.remote.client import RemoteStorageClient, staged_file_url
+from workers.remote.client import RemoteStorageClient
+from workers.remote.staged import staged_file_url
+from workers.runtime import get_runtime
 from workers.settings import Settings
 from workers.state.registry import (
     InvalidRecordError,
@@ -278,6 +280,11 @@ def test_register_not_reachable_on_public_app(settings: Settings, fakes: Any) ->
 # --- staged files -----------------------------------------------------------------------------
 
 
+def sketch_key() -> bytes:
+    """The secret the served private app signs staged URLs with (its process runtime's)."""
+    return get_runtime().sketch_key
+
+
 def stage(settings: Settings, data: bytes, index: int = 0) -> Path:
     path = settings.staging_dir / "quotes" / QUOTE_ID / f"{index}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +295,7 @@ def stage(settings: Settings, data: bytes, index: int = 0) -> Path:
 def test_staged_file_needs_a_valid_token(settings: Settings, private: str) -> None:
     data = os.urandom(70_000)
     stage(settings, data)
-    good = staged_file_url(private, QUOTE_ID, 0)
+    good = staged_file_url(private, QUOTE_ID, 0, sketch_key())
     resp = requests.get(good, timeout=10)
     assert resp.status_code == 200
     assert resp.content == data
@@ -296,15 +303,21 @@ def test_staged_file_needs_a_valid_token(settings: Settings, private: str) -> No
     for url in (
         f"{private}/staged/{QUOTE_ID}/0?token={'0' * 64}",
         f"{private}/staged/{QUOTE_ID}/0",
-        staged_file_url(private, QUOTE_ID, 1).replace("/1?", "/0?"),  # token of another index
-        staged_file_url(private, "f" * 32, 0).replace("f" * 32, QUOTE_ID),  # of another quote
-        staged_file_url(private, QUOTE_ID, 0, ttl_s=-1),  # expired
+        staged_file_url(private, QUOTE_ID, 1, sketch_key()).replace(
+            "/1?", "/0?"
+        ),  # token of another index
+        staged_file_url(private, "f" * 32, 0, sketch_key()).replace(
+            "f" * 32, QUOTE_ID
+        ),  # of another quote
+        staged_file_url(private, QUOTE_ID, 0, sketch_key(), ttl_s=-1),  # expired
         good.replace("?expires=", "?expires=9"),  # expiry pushed out: the token no longer fits
         re.sub(r"expires=[0-9]+&", "", good),  # no expiry
         good.replace("?expires=", "?expires=-"),
     ):
         assert_error_shape(requests.get(url, timeout=10), 403)
-    assert_error_shape(requests.get(staged_file_url(private, QUOTE_ID, 5), timeout=10), 404)
+    assert_error_shape(
+        requests.get(staged_file_url(private, QUOTE_ID, 5, sketch_key()), timeout=10), 404
+    )
     assert requests.get(f"{private}/staged/..%2F..%2Fetc/0?token=x", timeout=10).status_code == 404
 
 
@@ -318,7 +331,7 @@ def test_fake_microservice_fetches_staged_files(
         stage(settings, blob, i)
         files.append(
             {
-                "url": staged_file_url(private, QUOTE_ID, i),
+                "url": staged_file_url(private, QUOTE_ID, i, sketch_key()),
                 "length": len(blob),
                 "sha256": hashlib.sha256(blob).hexdigest(),
                 "content_type": "application/octet-stream",

@@ -13,14 +13,9 @@ from occ_storage.estimators import replication_bound
 from occ_storage.health import health_report, merge_securely, node_sketches_from_chunks
 from occ_storage.sketches import MergedSketch
 from workers.runtime import Runtime
+from workers.state import keys
 
 log = logging.getLogger("workers.services.health")
-
-MERGED_KEY = "occ:sketch:merged"
-NODES_KEY = "occ:sketch:nodes"  # exact per-node figures of the same pass
-HEALTH_KEY = "occ:health:last"
-REPAIR_SCHEDULED_KEY = "occ:health:repair_scheduled"  # set by check_health, cleared by repair_all
-MAX_AGE_S = 10.0  # /status recomputes when the cached sketch is older than this
 
 
 def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
@@ -32,9 +27,9 @@ def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
     settings = rt.settings
     node_chunks: dict[str, list[str]] = {}
     stats = []
-    for st in rt.store.node_stats():
+    for st, ids in rt.store.node_census():  # one walk of each node
         stats.append(st.to_dict())
-        node_chunks[st.node_id] = [] if st.error else rt.store.node_chunk_ids(st.node_id)
+        node_chunks[st.node_id] = ids
     sketches = node_sketches_from_chunks(node_chunks, rt.sketch_key, settings.n_prime)
     round_id = f"{time.time_ns()}".encode()
     round_secret = hmac.new(rt.sketch_key, b"occ-secagg-round-secret", hashlib.sha256).digest()
@@ -42,8 +37,8 @@ def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
     now = time.time()
     meta = {"updated_at": now, "nodes": stats, "max_requested_r": max_requested_replication(rt)}
     with rt.redis.pipeline() as p:
-        p.set(MERGED_KEY, merged.to_bytes())
-        p.set(NODES_KEY, json.dumps(meta))
+        p.set(keys.SKETCH_MERGED, merged.to_bytes())
+        p.set(keys.SKETCH_NODES, json.dumps(meta))
         p.execute()
     return merged
 
@@ -59,7 +54,7 @@ def max_requested_replication(rt: Runtime, page: int = 1000) -> int:
 
 
 def _cached(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]] | None:
-    raw, nodes = cast(list[Any], rt.redis.mget([MERGED_KEY, NODES_KEY]))
+    raw, nodes = cast(list[Any], rt.redis.mget([keys.SKETCH_MERGED, keys.SKETCH_NODES]))
     if not raw or not nodes:
         return None
     meta: dict[str, Any] = json.loads(nodes)
@@ -71,7 +66,13 @@ def _cached(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]] 
     return merged, meta
 
 
-def current(rt: Runtime, max_age: float = MAX_AGE_S) -> tuple[MergedSketch, dict[str, Any]]:
+def max_report_age(rt: Runtime) -> float:
+    """/status answers from the cached report while it is younger than this: two beat intervals
+    (SKETCH_INTERVAL), so a late beat never makes a request walk the nodes."""
+    return 2.0 * rt.settings.sketch_interval
+
+
+def current(rt: Runtime, max_age: float) -> tuple[MergedSketch, dict[str, Any]]:
     cached = _cached(rt, max_age)
     if cached is not None:
         return cached
@@ -106,7 +107,7 @@ def health_check(rt: Runtime) -> dict[str, Any]:
         "overloaded": rep["overloaded"],
         "repair_recommended": rep["repair_recommended"] and not rep["overloaded"],
     }
-    rt.redis.set(HEALTH_KEY, json.dumps(verdict))
+    rt.redis.set(keys.HEALTH_LAST, json.dumps(verdict))
     level = logging.WARNING if verdict["repair_recommended"] else logging.INFO
     log.log(
         level, "health check: SLO met=%s", rep["slo"].get("met"), extra={"task": "check_health"}
@@ -116,7 +117,7 @@ def health_check(rt: Runtime) -> dict[str, Any]:
 
 def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
     """The /status document: the seed's fields, exact where exact, estimated with 95% intervals."""
-    merged, meta = current(rt, 0.0 if refresh else MAX_AGE_S)
+    merged, meta = current(rt, 0.0 if refresh else max_report_age(rt))
     rep = report(rt, merged, meta)
     nodes = meta["nodes"]
     total_replicas = sum(int(n["chunks"]) for n in nodes)
@@ -126,7 +127,7 @@ def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
         n["load"] = round(int(n["chunks"]) / total_replicas, 4) if total_replicas else 0.0
     union = rep["union_size"]
     avg = rep["average_replication"]
-    last = rt.redis.get(HEALTH_KEY)
+    last = rt.redis.get(keys.HEALTH_LAST)
     return {
         "network": {
             "total_nodes": len(nodes),
@@ -155,7 +156,13 @@ def network_status(rt: Runtime, refresh: bool = False) -> dict[str, Any]:
         "nodes": nodes,
         "config": rt.settings.public_config(),
         "files_stored": rt.store.count_files(),
-        "sketch": {"n_prime": merged.n_prime, "tau": merged.tau, "updated_at": meta["updated_at"]},
+        "sketch": {
+            "n_prime": merged.n_prime,
+            "tau": merged.tau,
+            "updated_at": meta["updated_at"],
+            "age_s": round(max(0.0, time.time() - float(meta["updated_at"])), 3),
+            "refresh_interval_s": rt.settings.sketch_interval,
+        },
         "last_health_check": json.loads(last) if last else None,
-        "repair_sweep_scheduled": bool(rt.redis.exists(REPAIR_SCHEDULED_KEY)),
+        "repair_sweep_scheduled": bool(rt.redis.exists(keys.REPAIR_SCHEDULED)),
     }

@@ -2,94 +2,59 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import IO, Any, BinaryIO, cast
-
-import redis
 
 from occ_protocol.status import Status
 from occ_storage.index import Manifest
 from workers.nodes_config import has_chunk
-from workers.runtime import get_runtime
+from workers.runtime import Runtime
 from workers.settings import write_quorum
+from workers.state import keys
+from workers.state.locks import renewed_lock
 
 log = logging.getLogger("workers.storage")
 
 
-LOCK_TTL_S = 30  # a dead holder's lock lapses this soon; a live holder renews it
 ORPHAN_CHUNK_AGE_S = 86_400.0  # longer than any upload: orphan sweep age, chunks kept by DELETE
 
 
-class LockBusyError(TimeoutError):
-    """Another job holds the lock (a file being repaired, a paid quote being stored)."""
-
-
-@contextlib.contextmanager
-def renewed_lock(
-    client: redis.Redis, name: str, wait_s: float, ttl_s: float = LOCK_TTL_S
-) -> Iterator[None]:
-    """Hold the Redis lock ``name`` across processes, renewed by a thread every ttl_s/3.
-
-    A SIGKILLed holder cannot release it, so it lapses within ``ttl_s``; a live holder keeps it
-    however long the work takes. Raises LockBusyError if it is not free within ``wait_s``.
-    """
-    # thread_local=False: the renewing thread must see the token the acquiring thread got
-    lock = client.lock(name, timeout=ttl_s, blocking_timeout=wait_s, thread_local=False)
-    if not lock.acquire(blocking=wait_s > 0):
-        raise LockBusyError(f"{name} is held by another job")
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl_s / 3):
-            try:
-                lock.reacquire()
-            except Exception:  # lost the lock: the work is idempotent, the next holder redoes it
-                log.warning("lock lost", extra={"event": name})
-                return
-
-    keeper = threading.Thread(target=renew, daemon=True)
-    keeper.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        keeper.join()
-        with contextlib.suppress(Exception):
-            lock.release()
-
-
-def file_lock(file_hash: str, wait_s: float = 600) -> contextlib.AbstractContextManager[None]:
+def file_lock(rt: Runtime, file_hash: str, wait_s: float = 600) -> AbstractContextManager[None]:
     """Serialise repair, rebalance and delete of one file across processes."""
-    return renewed_lock(get_runtime().redis, f"occ:lock:file:{file_hash}", wait_s)
+    return renewed_lock(rt.redis, keys.file_lock(file_hash), wait_s)
 
 
-def _enqueue(task_name: str, *args: Any) -> None:
-    from workers.tasks import storage as tasks
-
-    getattr(tasks, task_name).apply_async(args=list(args))
-
-
-def new_job(kind: str, **data: Any) -> str:
+def new_job(rt: Runtime, kind: str, **data: Any) -> str:
     job_id = uuid.uuid4().hex
-    get_runtime().jobs.create(job_id, kind, Status.STORE_QUEUED, data=data)
+    rt.jobs.create(job_id, kind, Status.STORE_QUEUED, data=data)
     return job_id
 
 
 def store_upload(
-    stream: IO[bytes], name: str, r: int, expires_at: float | None = None
+    rt: Runtime,
+    stream: IO[bytes],
+    name: str,
+    r: int,
+    expires_at: float | None = None,
+    expected_hash: str | None = None,
 ) -> dict[str, Any]:
     """Write every chunk to the write quorum, then queue the remaining copies; returns the seed's fields."""
-    rt = get_runtime()
     w = write_quorum(r)
-    manifest = rt.store.put(cast(BinaryIO, stream), name, r, quorum=w, expires_at=expires_at)
+    manifest = rt.store.put(
+        cast(BinaryIO, stream),
+        name,
+        r,
+        quorum=w,
+        expires_at=expires_at,
+        expected_hash=expected_hash,
+    )
     job_id = None
     if w < r:
-        job_id = new_job("replicate", file_hash=manifest.file_hash, replication_factor=r)
-        _enqueue("replicate_file", job_id)
+        job_id = new_job(rt, "replicate", file_hash=manifest.file_hash, replication_factor=r)
+        rt.enqueue("replicate_file", job_id)
     log.info("stored upload", extra={"file_hash": manifest.file_hash, "job_id": job_id})
     return {
         "file_hash": manifest.file_hash,
@@ -103,25 +68,24 @@ def store_upload(
     }
 
 
-def read_file(file_hash: str, start: int, end: int) -> Iterator[bytes]:
+def read_file(rt: Runtime, file_hash: str, start: int, end: int) -> Iterator[bytes]:
     """Verified bytes [start, end); a replica that fails verification queues a repair of the file."""
-    rt = get_runtime()
 
     def on_bad(chunk_id: str, node_id: str) -> None:
         log.warning(
             "bad replica skipped", extra={"file_hash": file_hash, "event": f"{chunk_id}@{node_id}"}
         )
         try:
-            _enqueue("repair_file", file_hash)
+            rt.enqueue("repair_file", file_hash)
         except Exception:  # the scrub finds it later; a read must not fail for this
             log.warning("could not queue repair", extra={"file_hash": file_hash})
 
     return rt.store.read(file_hash, start, end, on_bad_replica=on_bad)
 
 
-def summary(manifest: Manifest) -> dict[str, Any]:
+def summary(rt: Runtime, manifest: Manifest) -> dict[str, Any]:
     """The seed's /files entry, with live replica counts from presence on the nodes (no hashing)."""
-    nodes = get_runtime().nodes
+    nodes = rt.nodes
     counts = []
     for ref in {c.id: c for c in manifest.chunks}.values():
         counts.append(sum(1 for n in nodes if has_chunk(n, ref.id)))
@@ -139,35 +103,34 @@ def summary(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def list_files(offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-    store = get_runtime().store
-    return store.count_files(), [summary(m) for m in store.list_files(offset, limit)]
+def list_files(rt: Runtime, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    store = rt.store
+    return store.count_files(), [summary(rt, m) for m in store.list_files(offset, limit)]
 
 
-def verify_file(file_hash: str) -> dict[str, Any]:
-    report = get_runtime().store.verify(file_hash)
+def verify_file(rt: Runtime, file_hash: str) -> dict[str, Any]:
+    report = rt.store.verify(file_hash)
     result: dict[str, Any] = report.to_dict()
     if (
         result.get("missing_chunks")
         or result.get("replication", {}).get("min", 0)
-        < get_runtime().store.manifest(file_hash).replication_factor
+        < rt.store.manifest(file_hash).replication_factor
     ):
-        _enqueue("repair_file", file_hash)
+        rt.enqueue("repair_file", file_hash)
     return result
 
 
-def delete_file(file_hash: str) -> None:
-    rt = get_runtime()
+def delete_file(rt: Runtime, file_hash: str) -> None:
     rt.store.manifest(file_hash)  # 404 before anything changes
-    with file_lock(file_hash, wait_s=10):
+    with file_lock(rt, file_hash, wait_s=10):
         rt.store.delete(file_hash, keep_recent_s=ORPHAN_CHUNK_AGE_S)
     log.info("deleted file", extra={"file_hash": file_hash})
 
 
-def start_rebalance(file_hash: str, r: int) -> dict[str, Any]:
-    get_runtime().store.manifest(file_hash)  # 404 before a job is created
-    job_id = new_job("rebalance", file_hash=file_hash, replication_factor=r)
-    _enqueue("rebalance_file", job_id)
+def start_rebalance(rt: Runtime, file_hash: str, r: int) -> dict[str, Any]:
+    rt.store.manifest(file_hash)  # 404 before a job is created
+    job_id = new_job(rt, "rebalance", file_hash=file_hash, replication_factor=r)
+    rt.enqueue("rebalance_file", job_id)
     return {
         "success": True,
         "file_hash": file_hash,

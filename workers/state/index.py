@@ -8,42 +8,36 @@ from typing import Any
 import redis
 
 from occ_storage.index import Manifest
-
-PREFIX = "occ:index:"
-FILES = PREFIX + "files"  # zset file_hash -> created_at
+from workers.state import keys
 
 # Put a manifest and its chunk references atomically.
 # KEYS: manifest key, files zset; ARGV: file_hash, created_at, json, r, old chunk ids..., '|', new chunk ids...
-_PUT = """
+_PUT = f"""
 local fh = ARGV[1]
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], fh)
 local i = 5
 while ARGV[i] ~= '|' do
-  redis.call('HDEL', 'occ:index:chunk:' .. ARGV[i], fh)
+  redis.call('HDEL', '{keys.INDEX_CHUNK_PREFIX}' .. ARGV[i], fh)
   i = i + 1
 end
 i = i + 1
 while i <= #ARGV do
-  redis.call('HSET', 'occ:index:chunk:' .. ARGV[i], fh, ARGV[4])
+  redis.call('HSET', '{keys.INDEX_CHUNK_PREFIX}' .. ARGV[i], fh, ARGV[4])
   i = i + 1
 end
 return 1
 """
 
-_DELETE = """
+_DELETE = f"""
 local fh = ARGV[1]
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], fh)
 for i = 2, #ARGV do
-  redis.call('HDEL', 'occ:index:chunk:' .. ARGV[i], fh)
+  redis.call('HDEL', '{keys.INDEX_CHUNK_PREFIX}' .. ARGV[i], fh)
 end
 return 1
 """
-
-
-def _key(file_hash: str) -> str:
-    return f"{PREFIX}file:{file_hash}"
 
 
 class RedisIndex:
@@ -55,7 +49,7 @@ class RedisIndex:
         self._delete = client.register_script(_DELETE)
 
     def get(self, file_hash: str) -> Manifest | None:
-        raw = self.r.get(_key(file_hash))
+        raw = self.r.get(keys.index_file(file_hash))
         return Manifest.from_json(raw) if raw else None
 
     def put(self, manifest: Manifest) -> None:
@@ -63,7 +57,7 @@ class RedisIndex:
         old_ids = sorted({c.id for c in old.chunks}) if old else []
         new_ids = sorted({c.id for c in manifest.chunks})
         self._put(
-            keys=[_key(manifest.file_hash), FILES],
+            keys=[keys.index_file(manifest.file_hash), keys.INDEX_FILES],
             args=[
                 manifest.file_hash,
                 repr(manifest.created_at),
@@ -78,26 +72,26 @@ class RedisIndex:
     def delete(self, file_hash: str) -> None:
         old = self.get(file_hash)
         ids = sorted({c.id for c in old.chunks}) if old else []
-        self._delete(keys=[_key(file_hash), FILES], args=[file_hash, *ids])
+        self._delete(keys=[keys.index_file(file_hash), keys.INDEX_FILES], args=[file_hash, *ids])
 
     def list(self, offset: int, limit: int) -> builtins.list[Manifest]:
-        hashes = self.r.zrevrange(FILES, offset, offset + limit - 1)
+        hashes = self.r.zrevrange(keys.INDEX_FILES, offset, offset + limit - 1)
         if not hashes:
             return []
-        raws = self.r.mget([_key(h.decode()) for h in hashes])
+        raws = self.r.mget([keys.index_file(h.decode()) for h in hashes])
         return [Manifest.from_json(raw) for raw in raws if raw]
 
     def count(self) -> int:
-        return int(self.r.zcard(FILES))
+        return int(self.r.zcard(keys.INDEX_FILES))
 
     def chunk_target(self, chunk_id: str) -> int:
-        values = self.r.hvals(f"{PREFIX}chunk:{chunk_id}")
+        values = self.r.hvals(keys.index_chunk(chunk_id))
         return max((int(v) for v in values), default=0)
 
     def all_file_hashes(self) -> builtins.list[str]:
-        return [h.decode() for h in self.r.zrange(FILES, 0, -1)]
+        return [h.decode() for h in self.r.zrange(keys.INDEX_FILES, 0, -1)]
 
     def clear(self) -> None:
         """Drop the whole index (before a rebuild from the nodes)."""
-        for key in self.r.scan_iter(match=f"{PREFIX}*", count=1000):
+        for key in self.r.scan_iter(match=keys.INDEX_PATTERN, count=1000):
             self.r.delete(key)

@@ -9,9 +9,7 @@ from typing import Any
 import redis
 
 from occ_protocol.status import Status
-
-PREFIX = "occ:"
-
+from workers.state import keys
 
 # Forward-only compare-and-set: moves the status only to a strictly larger code, and never out
 # of a final one (ARGV[4] lists the final codes, space-separated and padded).
@@ -41,10 +39,6 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 if KEYS[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
 return 1
 """
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
 
 
 class Jobs:
@@ -81,12 +75,12 @@ class Jobs:
         for k in ("id", "created_at", "kind", "status", "updated_at", "deliveries", "data"):
             argv += [k, fields[k]]
         argv += ["owner", fields["owner"]]
-        history = f"{PREFIX}history:{owner.lower()}" if owner else ""
+        history = keys.history(owner) if owner else ""
         # _CREATE uses ARGV[2] (id) as the member and ARGV[4] (created_at) as the score
-        return bool(self._create(keys=[job_key(job_id), history], args=argv))
+        return bool(self._create(keys=[keys.job(job_id), history], args=argv))
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.r.hgetall(job_key(job_id))
+        raw = self.r.hgetall(keys.job(job_id))
         if not raw:
             return None
         out: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
@@ -99,16 +93,16 @@ class Jobs:
 
     def touch(self, job_id: str) -> None:
         """Record that a live task is polling the job (the sweeper leaves it alone meanwhile)."""
-        self.r.hset(job_key(job_id), "polled_at", f"{time.time():.6f}")
+        self.r.hset(keys.job(job_id), "polled_at", f"{time.time():.6f}")
 
     def status(self, job_id: str) -> int:
-        raw = self.r.hget(job_key(job_id), "status")
+        raw = self.r.hget(keys.job(job_id), "status")
         return int(raw) if raw is not None else int(Status.NO_SUCH_QUOTE)
 
     def advance(self, job_id: str, status: Status, reason: str = "") -> bool:
         """Move to `status` if it is larger than the current, non-final one; returns whether it moved."""
         res = self._advance(
-            keys=[job_key(job_id)], args=[int(status), f"{time.time():.6f}", reason, FINAL_CODES]
+            keys=[keys.job(job_id)], args=[int(status), f"{time.time():.6f}", reason, FINAL_CODES]
         )
         return int(res) == 1
 
@@ -117,11 +111,11 @@ class Jobs:
         with self.r.pipeline() as p:
             while True:
                 try:
-                    p.watch(job_key(job_id))
-                    cur = json.loads(p.hget(job_key(job_id), "data") or b"{}")
+                    p.watch(keys.job(job_id))
+                    cur = json.loads(p.hget(keys.job(job_id), "data") or b"{}")
                     cur.update(fields)
                     p.multi()
-                    p.hset(job_key(job_id), "data", json.dumps(cur, sort_keys=True))
+                    p.hset(keys.job(job_id), "data", json.dumps(cur, sort_keys=True))
                     p.execute()
                     return
                 except redis.WatchError:
@@ -133,7 +127,7 @@ class Jobs:
         Returns (whether it was set, the value now in place); write-ahead records use it so
         that two deliveries of one task can never both record a transaction.
         """
-        key = job_key(job_id)
+        key = keys.job(job_id)
         with self.r.pipeline() as p:
             while True:
                 try:
@@ -156,18 +150,18 @@ class Jobs:
 
     def count_attempt(self, job_id: str, stage: str) -> int:
         """Count one more delivery of one stage's task (payment, store, refund); returns the count."""
-        return int(self.r.hincrby(job_key(job_id), f"deliveries_{stage}", 1))
+        return int(self.r.hincrby(keys.job(job_id), f"deliveries_{stage}", 1))
 
     def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of the job's task; returns the new count."""
-        return int(self.r.hincrby(job_key(job_id), "deliveries", 1))
+        return int(self.r.hincrby(keys.job(job_id), "deliveries", 1))
 
     def claim_nonce(self, address: str, nonce: str) -> bool:
         """Atomic nonce check-and-set per user address; True when nonce > last."""
-        return int(self._nonce(keys=[f"{PREFIX}nonce:{address.lower()}"], args=[nonce])) == 1
+        return int(self._nonce(keys=[keys.nonce(address)], args=[nonce])) == 1
 
     def history(self, owner: str, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        key = f"{PREFIX}history:{owner.lower()}"
+        key = keys.history(owner)
         total = int(self.r.zcard(key))
         ids = self.r.zrevrange(key, offset, offset + limit - 1)
         jobs = [j for j in (self.get(i.decode()) for i in ids) if j is not None]
@@ -177,8 +171,8 @@ class Jobs:
         """Jobs of `kind` in a non-final status neither updated nor polled for `older_than` s."""
         out = []
         cutoff = time.time() - older_than
-        for key in self.r.scan_iter(match=f"{PREFIX}job:*", count=500):
-            job = self.get(key.decode()[len(f"{PREFIX}job:") :])
+        for key in self.r.scan_iter(match=keys.JOB_PATTERN, count=500):
+            job = self.get(key.decode()[len(keys.JOB_PREFIX) :])
             if job is None or job["kind"] != kind:
                 continue
             if max(job["updated_at"], job["polled_at"]) > cutoff:

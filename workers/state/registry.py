@@ -1,6 +1,6 @@
 """Registry of storage microservices (protocol.md §6): signed records in Redis that expire unless refreshed.
 
-Keys (all owned by this module):
+Keys (names in workers/state/keys.py):
 
 - ``occ:registry:<type>``: the live record (JSON), ``SET ... EX ttl``, renewed by each registration.
   A storage not seen for ``ttl`` seconds vanishes by itself: it is neither listed nor routed to.
@@ -29,12 +29,10 @@ from occ_protocol.signatures import (
     SignatureError,
     parse_signature,
 )
+from workers.state import keys
 
 log = logging.getLogger(__name__)
 
-PREFIX = "occ:registry:"
-INDEX_KEY = "occ:registry_index"
-SEEN_PREFIX = "occ:registry_seen:"
 
 TYPE_RE = re.compile(r"[a-z0-9_-]{1,32}")
 RESERVED_TYPES = frozenset({"occ"})
@@ -171,7 +169,7 @@ class Registry:
 
     @staticmethod
     def key(storage_type: str) -> str:
-        return PREFIX + storage_type
+        return keys.REGISTRY_PREFIX + storage_type
 
     def register(self, record: Mapping[str, Any], now: float | None = None) -> bool:
         """Store or refresh a verified registration; return True if newly created, False if refreshed.
@@ -183,7 +181,7 @@ class Registry:
         accepted before (the check-and-mark is one atomic SET NX).
         """
         stored = self._normalize(record, now)
-        seen_key = SEEN_PREFIX + signature_fingerprint(record.get("signature"))
+        seen_key = keys.REGISTRY_SEEN_PREFIX + signature_fingerprint(record.get("signature"))
         if not self.redis.set(seen_key, stored["registered_at"], nx=True, ex=self.seen_ttl_s):
             raise RegistryReplayError("this registration was already accepted (replay)")
         storage_type = stored["type"]
@@ -195,7 +193,7 @@ class Registry:
             ex=self.ttl_s,
             get=True,
         )
-        pipe.zadd(INDEX_KEY, {storage_type: expires_at})
+        pipe.zadd(keys.REGISTRY_INDEX, {storage_type: expires_at})
         previous, _ = pipe.execute()
         if previous is not None:
             try:
@@ -220,7 +218,7 @@ class Registry:
         """Return every live record, sorted by type (expired ones have vanished by TTL)."""
         types = sorted(
             m.decode() if isinstance(m, bytes) else str(m)
-            for m in self.redis.zrange(INDEX_KEY, 0, -1)
+            for m in self.redis.zrange(keys.REGISTRY_INDEX, 0, -1)
         )
         if not types:
             return []
@@ -228,7 +226,7 @@ class Registry:
         records = [r for r in (self._decode(v) for v in values) if r is not None]
         # Forget index entries long past their expiry; a re-registration bumps the score, so a
         # live storage is never dropped here.
-        self.redis.zremrangebyscore(INDEX_KEY, "-inf", time.time() - self.ttl_s)
+        self.redis.zremrangebyscore(keys.REGISTRY_INDEX, "-inf", time.time() - self.ttl_s)
         return records
 
     # --- helpers ---------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
 from workers.celery_app import app
 from workers.runtime import get_runtime
-from workers.services.health import REPAIR_SCHEDULED_KEY, health_check, refresh_merged_sketch
+from workers.services.health import health_check, refresh_merged_sketch
+from workers.services.paid.flow import redrive_paid_jobs
 from workers.services.storage import ORPHAN_CHUNK_AGE_S, file_lock
+from workers.state import keys
+from workers.state.locks import LockBusyError, renewed_lock
 
 log = logging.getLogger("workers.tasks.storage")
 
@@ -45,7 +48,7 @@ def _run_job(job_id: str, kind: str, work: Callable[[dict[str, Any]], str | None
         return
     rt.jobs.advance(job_id, Status.STORING)
     file_hash = job["data"]["file_hash"]
-    with file_lock(file_hash):
+    with file_lock(rt, file_hash):
         try:
             failure = work(job["data"])
         except UnknownFileError:
@@ -85,7 +88,7 @@ def rebalance_file(job_id: str) -> None:
 def repair_file(file_hash: str) -> None:
     """Repair one file back to its target (queued when a read or verify finds a bad replica)."""
     rt = get_runtime()
-    with file_lock(file_hash):
+    with file_lock(rt, file_hash):
         try:
             result = rt.store.repair(file_hash)
         except UnknownFileError:
@@ -104,7 +107,7 @@ def repair_all() -> int:
         repair_file.run(file_hash)
         if i % 100 == 0:
             log.info("repair sweep progress %d/%d", i, len(hashes), extra={"task": "repair_all"})
-    rt.redis.delete(REPAIR_SCHEDULED_KEY)
+    rt.redis.delete(keys.REPAIR_SCHEDULED)
     return len(hashes)
 
 
@@ -112,12 +115,11 @@ def repair_all() -> int:
 def scrub_nodes() -> dict[str, int]:
     """Randomised background scrub within an I/O budget: verify replicas, repair bad ones."""
     rt = get_runtime()
-    if not rt.redis.set("occ:lock:scrub", "1", nx=True, ex=1800):
-        return {}
     try:
-        report = rt.store.scrub(random.Random(), rt.settings.scrub_budget_bytes)
-    finally:
-        rt.redis.delete("occ:lock:scrub")
+        with renewed_lock(rt.redis, keys.SCRUB_LOCK, wait_s=0):
+            report = rt.store.scrub(random.Random(), rt.settings.scrub_budget_bytes)
+    except LockBusyError:  # another scrub pass is running
+        return {}
     out = {k: int(v) for k, v in vars(report).items() if isinstance(v, int)}
     log.info("scrub pass %s", out, extra={"task": "scrub_nodes"})
     return out
@@ -143,12 +145,12 @@ def check_health() -> dict[str, Any]:
     rt = get_runtime()
     verdict = health_check(rt)
     if verdict.get("repair_recommended") and rt.redis.set(
-        REPAIR_SCHEDULED_KEY, str(time.time()), nx=True, ex=3600
+        keys.REPAIR_SCHEDULED, str(time.time()), nx=True, ex=3600
     ):
         log.warning(
             "replication SLO missed: repair sweep scheduled", extra={"task": "check_health"}
         )
-        repair_all.delay()
+        rt.enqueue("repair_all")
     return verdict
 
 
@@ -157,12 +159,10 @@ def sweep_jobs() -> int:
     """Re-drive jobs stuck in a non-final status past a deadline (a message lost with Redis)."""
     rt = get_runtime()
     redriven = 0
-    for kind, task in (("replicate", replicate_file), ("rebalance", rebalance_file)):
+    for kind, task in (("replicate", "replicate_file"), ("rebalance", "rebalance_file")):
         for job in rt.jobs.stuck(kind, older_than=900):
-            task.delay(job["id"])
+            rt.enqueue(task, job["id"])
             redriven += 1
-    from workers.tasks.paid import redrive_paid_jobs
-
     redriven += redrive_paid_jobs(rt)
     if redriven:
         log.info("re-drove %d stuck jobs", redriven, extra={"task": "sweep_jobs"})

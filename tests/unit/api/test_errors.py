@@ -11,8 +11,8 @@ from flask import Flask
 from api.errors import ERROR_TABLE, ApiError, first_error, register_error_handlers, spec_for
 from occ_storage import errors as lib
 from workers.services import paid
-from workers.services.storage import LockBusyError
 from workers.settings import ConfigError
+from workers.state.locks import LockBusyError
 
 
 def app_raising(exc: BaseException) -> Flask:

@@ -455,15 +455,22 @@ def test_scrub_finds_and_repairs_bad_replicas(
     assert store.scrub(rng, 10**9).bad == 0
 
 
-def test_node_stats(store: ChunkStore, nodes: list[LocalDirNode]) -> None:
+def test_node_census_is_one_walk_with_exact_figures(
+    store: ChunkStore, nodes: list[LocalDirNode]
+) -> None:
     m = put(store, payload(4 * SMALL_CS, seed=60))
-    stats = store.node_stats()
+    census = store.node_census()
+    stats = [s for s, _ in census]
     assert sum(s.chunks for s in stats) == 12
     assert all(s.free_bytes > 0 and s.error is None for s in stats)
-    assert sum(s.used_bytes for s in stats) >= 12 * SMALL_CS
-    ids = store.node_chunk_ids("node_000")
-    assert set(ids) <= set(m.chunk_ids())
-    assert stats[0].to_dict()["chunks"] == len(ids)
+    manifest_bytes = sum(
+        len(n.get_manifest(m.file_hash) or b"") for n in nodes
+    )  # manifests count as used bytes too
+    assert sum(s.used_bytes for s in stats) == 12 * SMALL_CS + manifest_bytes
+    for (st, ids), node in zip(census, nodes, strict=True):
+        assert sorted(ids) == sorted(node.list_chunks())
+        assert set(ids) <= set(m.chunk_ids())
+        assert st.to_dict()["chunks"] == len(ids)
 
 
 # bad input ------------------------------------------------------------------------------------

@@ -17,23 +17,24 @@ from flask import Flask
 from api import create_app
 from api.errors import first_error
 from occ_protocol.signatures import SECP256K1_N, signed_text
-from workers.services import paid
-from workers.services.paid import (
-    GIB,
-    SECONDS_PER_MONTH,
+from workers.services.paid import quotes
+from workers.services.paid.errors import (
     FileMismatchError,
-    Ledger,
     MalformedSignatureError,
     QuoteRequestError,
     WrongSignerError,
-    build_links,
-    check_signature,
+)
+from workers.services.paid.ledger import Ledger, check_signature
+from workers.services.paid.quotes import (
+    GIB,
+    SECONDS_PER_MONTH,
     find_option,
     parse_price,
     payment_options,
     price_occ,
-    stage_files,
 )
+from workers.services.paid.staging import quotes_dir, stage_files
+from workers.services.paid.uploads import build_links
 from workers.settings import ConfigError, Settings
 
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -150,7 +151,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
     )
     flask_app = create_app({"SETTINGS": settings, "TESTING": True})
     flask_app.extensions["occ"].__dict__["jobs"] = FakeJobs()
-    monkeypatch.setattr(paid, "registry", lambda rt: NoStorages())
+    monkeypatch.setattr(quotes, "registry", lambda rt: NoStorages())
     return flask_app
 
 
@@ -321,9 +322,7 @@ def test_staging_links_temp_files_and_checks_sizes(tmp_path: Path) -> None:
     big.seek(0)
     with pytest.raises(FileMismatchError, match="file 1 is larger"):
         stage_files(settings, VECTOR_QUOTE, [("f", big)], [10])
-    assert [p.name for p in paid.quotes_dir(settings).iterdir()] == [
-        attempt.name
-    ]  # nothing left behind
+    assert [p.name for p in quotes_dir(settings).iterdir()] == [attempt.name]  # nothing left behind
 
 
 # --- links ----------------------------------------------------------------------------------------

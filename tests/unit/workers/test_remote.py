@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.fakes.microservice import DEFAULT_TOKEN, FakeMicroservice
-from workers.remote import client as remote
-from workers.remote.client import RemoteAddressError, RemoteError, RemoteStorageClient
+from workers.remote import guard, staged
+from workers.remote.client import RemoteStorageClient
+from workers.remote.guard import RemoteAddressError, RemoteError
 
 QUOTE_ID = "40acc6937e1bd98631f47e7cbda72920"
 QUOTE_BODY = {
@@ -207,10 +208,10 @@ def test_bad_urls_refused(url: str) -> None:
 
 
 def test_private_network_addresses_are_allowed() -> None:
-    assert remote.refused_reason("10.0.0.5") is None
-    assert remote.refused_reason("192.168.1.2") is None
-    assert remote.refused_reason("127.0.0.1") == "a loopback address"
-    assert remote.refused_reason("::1", allow_loopback=True) is None
+    assert guard.refused_reason("10.0.0.5") is None
+    assert guard.refused_reason("192.168.1.2") is None
+    assert guard.refused_reason("127.0.0.1") == "a loopback address"
+    assert guard.refused_reason("::1", allow_loopback=True) is None
 
 
 # --- the wire protocol against the fake microservice ----------------------------------------
@@ -259,18 +260,18 @@ def test_bad_quote_id_refused_before_any_call(canned: str) -> None:
 
 def test_staged_tokens_bind_quote_index_and_expiry() -> None:
     key, exp, now = b"k" * 32, 2_000_000_000, 1_900_000_000.0
-    token = remote.staged_token(QUOTE_ID, 0, exp, key)
+    token = staged.staged_token(QUOTE_ID, 0, exp, key)
     assert len(token) == 64 and int(token, 16) >= 0
-    assert remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=now)
-    assert remote.check_staged_token(QUOTE_ID, 0, exp, token.upper(), key, now=now)
-    assert remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp)  # the last second
-    assert not remote.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp + 1)  # expired
-    assert not remote.check_staged_token(QUOTE_ID, 0, exp + 1, token, key, now=now)
-    assert not remote.check_staged_token(QUOTE_ID, 1, exp, token, key, now=now)
-    assert not remote.check_staged_token("f" * 32, 0, exp, token, key, now=now)
-    assert not remote.check_staged_token(QUOTE_ID, 0, exp, token, b"j" * 32, now=now)
+    assert staged.check_staged_token(QUOTE_ID, 0, exp, token, key, now=now)
+    assert staged.check_staged_token(QUOTE_ID, 0, exp, token.upper(), key, now=now)
+    assert staged.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp)  # the last second
+    assert not staged.check_staged_token(QUOTE_ID, 0, exp, token, key, now=exp + 1)  # expired
+    assert not staged.check_staged_token(QUOTE_ID, 0, exp + 1, token, key, now=now)
+    assert not staged.check_staged_token(QUOTE_ID, 1, exp, token, key, now=now)
+    assert not staged.check_staged_token("f" * 32, 0, exp, token, key, now=now)
+    assert not staged.check_staged_token(QUOTE_ID, 0, exp, token, b"j" * 32, now=now)
     # derived key: not a plain HMAC under the runtime secret
     assert token != hmac.new(key, f"{QUOTE_ID}:0:{exp}".encode(), hashlib.sha256).hexdigest()
-    url = remote.staged_file_url("http://gw:5001/", QUOTE_ID, 2, key, ttl_s=100, now=now)
-    token2 = remote.staged_token(QUOTE_ID, 2, int(now) + 100, key)
+    url = staged.staged_file_url("http://gw:5001/", QUOTE_ID, 2, key, ttl_s=100, now=now)
+    token2 = staged.staged_token(QUOTE_ID, 2, int(now) + 100, key)
     assert url == f"http://gw:5001/staged/{QUOTE_ID}/2?expires={int(now) + 100}&token={token2}"
