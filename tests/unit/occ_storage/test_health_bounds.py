@@ -34,11 +34,11 @@ def _ids(n: int, salt: str) -> list[str]:
 
 
 def _spread(ids: list[str], r: int, n_nodes: int, rng: np.random.Generator) -> dict[str, Any]:
-    out: dict[str, list[str]] = {f"n{v}": [] for v in range(n_nodes)}
-    for cid in ids:
-        for v in rng.choice(n_nodes, size=r, replace=False):
-            out[f"n{v}"].append(cid)
-    return out
+    # r distinct uniform nodes a chunk: the first r of a random permutation, for all chunks at once
+    picks = np.argsort(rng.random((len(ids), n_nodes)), axis=1)[:, :r]
+    held = np.zeros((len(ids), n_nodes), dtype=bool)
+    held[np.arange(len(ids))[:, None], picks] = True
+    return {f"n{v}": [ids[i] for i in np.flatnonzero(held[:, v])] for v in range(n_nodes)}
 
 
 def _worker_report(num_nodes: int, merged: MergedSketch, stored: int) -> dict[str, Any]:
