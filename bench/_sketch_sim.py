@@ -136,6 +136,9 @@ class CellResult:
     nl_crb: float  # Cramér-Rao bound of the worst class, on the same scale as nl_ratio
     nl_crb_min_missed: float  # smallest CRB ratio among the classes that miss 1.2 (inf: none)
     nl_reachable_misses: tuple[int, ...]  # classes missing 1.2 although their CRB ratio <= 1.2
+    # two-sided misses of the 95% intervals: truth below lo / above hi (fractions of reps)
+    miss_u: tuple[float, float] = (0.0, 0.0)
+    miss_w: tuple[float, float] = (0.0, 0.0)
 
     @property
     def counted(self) -> bool:
@@ -207,6 +210,7 @@ def run_cell(
     out = []
     for method in methods:
         err_u, err_w, nv_u, nv_w, cov_u, cov_w = [], [], [], [], [], []
+        side_u, side_w = [0, 0], [0, 0]
         err_l: dict[int, list[float]] = {l_cls: [] for l_cls, _ in classes}
         saturated = 0
         for rep, levels in sims:
@@ -229,6 +233,10 @@ def run_cell(
             err_w.append((iw.estimate - w) / w if w else 0.0)
             cov_u.append(iu.contains(u))
             cov_w.append(iw.contains(w))
+            side_u[0] += u < iu.lo
+            side_u[1] += u > iu.hi
+            side_w[0] += w < iw.lo
+            side_w[1] += w > iw.hi
             true_l = np.bincount(np.minimum(rep, tau), minlength=tau + 1)
             for l_cls, _ in classes:
                 if true_l[l_cls] > 0:
@@ -266,6 +274,8 @@ def run_cell(
                 nl_crb=crb.get(nl_class, float("nan")),
                 nl_crb_min_missed=min((crb[k] for k in missed), default=float("inf")),
                 nl_reachable_misses=tuple(k for k in missed if crb[k] <= 1.2),
+                miss_u=(side_u[0] / max(len(cov_u), 1), side_u[1] / max(len(cov_u), 1)),
+                miss_w=(side_w[0] / max(len(cov_w), 1), side_w[1] / max(len(cov_w), 1)),
             )
         )
     return out

@@ -7,6 +7,7 @@ Usage: .venv/bin/python bench/sketch_accuracy.py [--reps 200] [--grid full|reduc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import multiprocessing as mp
 import statistics
@@ -32,6 +33,7 @@ from bench._sketch_sim import (  # noqa: E402
     replace_between_markers,
     run_cell,
 )
+from occ_storage.errors import SketchSaturatedError  # noqa: E402
 from occ_storage.estimators import (  # noqa: E402
     HULL_DELTA_AIC,
     SMALL_SKETCH_EMPTY,
@@ -39,6 +41,8 @@ from occ_storage.estimators import (  # noqa: E402
     mle_profile,
     replication_bound,
 )
+from occ_storage.health import health_report, merged_sketch_from_chunks  # noqa: E402
+from occ_storage.sketches import MergedSketch, key_id_of  # noqa: E402
 
 GRIDS = {
     "full": ([1_000, 10_000, 100_000], [0.05, 0.2, 0.5, 1.0, 2.0], list(PROFILES)),
@@ -64,14 +68,17 @@ def _verdict(r: CellResult) -> str:
 def _fmt_table(rows: list[CellResult]) -> list[str]:
     head = (
         "| N' | λ | profile | U | bias Û % | bias Ŵ % | Û ratio | Ŵ≥3 ratio | naive Û ratio "
-        "| naive Ŵ ratio | cover Û | cover Ŵ | n̂_l ratio (class) | CRB ratio (class) | target |"
+        "| naive Ŵ ratio | cover Û | cover Ŵ | Û miss below/above % | Ŵ miss below/above % "
+        "| n̂_l ratio (class) | CRB ratio (class) | target |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         lines.append(
             f"| {r.n_prime:,} | {r.load:g} | {r.profile} | {r.union:,} | {100 * r.bias_u:+.3f} "
             f"| {100 * r.bias_w:+.3f} | {r.ratio_u:.2f} | {r.ratio_w:.2f} | {r.naive_ratio_u:.1f} "
             f"| {r.naive_ratio_w:.1f} | {r.cover_u:.3f} | {r.cover_w:.3f} "
+            f"| {100 * r.miss_u[0]:.1f} / {100 * r.miss_u[1]:.1f} "
+            f"| {100 * r.miss_w[0]:.1f} / {100 * r.miss_w[1]:.1f} "
             f"| {r.nl_ratio:.2f} ({r.nl_worst_class}) | {r.nl_crb:.2f} | {_verdict(r)} |"
         )
     return lines
@@ -188,6 +195,83 @@ def _small_sketch_ms(runs: int = 21) -> float:
     return statistics.median(times)
 
 
+def _node_count_row(reps: int, seed: int) -> str:
+    """Same chunks (r = 3) and key on 3 vs 50 nodes, N' = 10^4, λ cycling over the spec grid:
+    repetitions whose merged sketch or MLE estimates (Û, Ŵ≥3 with intervals) differ."""
+    rng = np.random.default_rng(seed)
+    n_prime, loads = 10_000, (0.05, 0.2, 0.5, 1.0, 2.0)
+    differ = 0
+    for rep in range(reps):
+        u = round(loads[rep % len(loads)] * n_prime)
+        ids = [hashlib.sha256(f"bench {rep}:{i}".encode()).hexdigest() for i in range(u)]
+        key = hashlib.sha256(f"key {rep}".encode()).digest()
+        sketches = []
+        for nodes in (3, 50):
+            picks = np.argsort(rng.random((u, nodes)), axis=1)[:, :3]
+            held = np.zeros((u, nodes), dtype=bool)
+            held[np.arange(u)[:, None], picks] = True
+            spread = {f"n{v}": [ids[i] for i in np.flatnonzero(held[:, v])] for v in range(nodes)}
+            sketches.append(merged_sketch_from_chunks(spread, key, n_prime, TAU))
+        ests = [
+            mle_profile(m.level_counts(), max_replication=replication_bound(3)) for m in sketches
+        ]
+        same = sketches[0] == sketches[1] and all(
+            getattr(ests[0], f)(*a) == getattr(ests[1], f)(*a)
+            for f, a in (("union", ()), ("at_least", (THRESHOLD,)))
+        )
+        differ += not same
+    return (
+        f"| node-count invariance (3 vs 50 nodes, r = 3, N' = 10⁴, λ = 0.05-2) | {reps} "
+        f"| {differ} repetitions differ | 0 |"
+    )
+
+
+def _tiny_rows(reps: int, seed: int) -> list[str]:
+    """U <= 50 (mixed), N' = 10^4, T = 1..4: `health_report` (parametric bootstrap),
+    coverage and two-sided misses of the 95% interval of Ŵ≥T (T = 1 is Û)."""
+    lines = [
+        "| U | T | reps | cover | miss below % | miss above % | negative bounds | zero width |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for u in (5, 20, 50):
+        for t in (1, 2, 3, 4):
+            rng = np.random.default_rng([seed, u, t])
+            lo_m = hi_m = neg = zero = 0
+            for _ in range(reps):
+                rep = PROFILES["mixed"].draw(u, rng)
+                s, _ = merged_levels(rep, 10_000, 10, rng)
+                merged = MergedSketch.from_sum(s, 10_000, key_id_of(bytes(32)), 10)
+                r = health_report(merged, t, 0.99, max_replication=replication_bound(5))
+                lo, hi = (r["union_size"] if t == 1 else r["at_least"][t - 2])["ci95"]
+                truth = int((rep >= t).sum())
+                lo_m += truth < lo
+                hi_m += truth > hi
+                neg += lo < 0
+                zero += hi <= lo
+            lines.append(
+                f"| {u} | {t} | {reps} | {1 - (lo_m + hi_m) / reps:.3f} | {100 * lo_m / reps:.1f} "
+                f"| {100 * hi_m / reps:.1f} | {neg} | {zero} |"
+            )
+    return lines
+
+
+def _overload_rows(reps: int, seed: int) -> list[str]:
+    """λ = 4 and 8 (mixed): the MLE's accuracy and two-sided misses where the sketch is
+    overloaded (`health_report` flags these; saturated repetitions, Z_0 = 0, are counted)."""
+    rows = []
+    for n_prime, load in ((1_000, 4.0), (10_000, 4.0), (1_000, 8.0)):
+        try:
+            rows += run_cell(n_prime, load, "mixed", reps, seed, ("mle",))
+        except (SketchSaturatedError, ValueError, ZeroDivisionError):
+            continue
+    saturated = ", ".join(f"{r.n_prime:,}/{r.load:g}: {r.saturated}/{r.reps}" for r in rows)
+    return [
+        *_fmt_table(rows),
+        "",
+        f"Saturated repetitions (Z_0 = 0, reported as such): {saturated}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=200)
@@ -199,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--readme", type=Path, default=None, help="write the result into this file")
+    ap.add_argument("--extra-reps", type=int, default=100, help="reps of the issue-12 cases")
     args = ap.parse_args(argv)
 
     n_primes, loads, profiles = GRIDS[args.grid]
@@ -312,6 +397,24 @@ def main(argv: list[str] | None = None) -> int:
         out += _fmt_summary(method, summarise(rows))
         out += ["", *_fmt_misses(rows)]
         out += ["", *_fmt_table(rows)]
+    if args.extra_reps > 0:
+        out += [
+            "",
+            "### Issue 12 cases (item 9): node count, overload, tiny sketches",
+            "",
+            "| case | reps | result | target |",
+            "|---|---|---|---|",
+            _node_count_row(min(args.extra_reps, 20), args.seed),
+            "",
+            f"Overloaded sketches, mixed profile, constrained MLE, {args.extra_reps} repetitions:",
+            "",
+            *_overload_rows(args.extra_reps, args.seed),
+            "",
+            "Tiny sketches, mixed profile, N' = 10⁴, `health_report` (parametric bootstrap "
+            f"below Û = 100), {args.extra_reps} repetitions:",
+            "",
+            *_tiny_rows(args.extra_reps, args.seed),
+        ]
     text = "\n".join(out)
     print(text)
     if args.readme is not None:

@@ -662,9 +662,11 @@ def bootstrap_profile(
     if max_replication is None:
         boot_hat = _plugin_batch(levels[ok].astype(np.float64))[0]
     else:
-        boot_hat = np.array(
-            [mle_profile(lv, max_replication=max_replication).n_hat for lv in levels[ok]]
-        )
+        # a small chunk set gives the same level counts in most replicates (no collision):
+        # fit each distinct vector once, the result is identical to refitting every replicate
+        uniq, inverse = np.unique(levels[ok], axis=0, return_inverse=True)
+        fits = np.array([mle_profile(lv, max_replication=max_replication).n_hat for lv in uniq])
+        boot_hat = fits[np.asarray(inverse).reshape(-1)]
     boot_true = np.broadcast_to(counts.astype(np.float64), boot_hat.shape).copy()
     err = boot_hat - boot_true
     cov = np.cov(err, rowvar=False) if err.shape[0] > 1 else np.zeros((tau, tau))
