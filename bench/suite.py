@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import json
 import os
 import platform
@@ -52,7 +51,6 @@ from tests.fixtures.services import (  # noqa: E402
     Stack,
     free_port,
     stack_env,
-    wait_for,
 )
 
 MIB = 1024 * 1024
@@ -144,7 +142,7 @@ def multipart_parse_mbps(src: Path) -> float:
             "wsgi.input": f,
         }
         t0 = time.perf_counter()
-        _, form, files = parse_form_data(environ, max_content_length=None)
+        _, _form, files = parse_form_data(environ, max_content_length=None)
         for fs in files.values():
             fs.stream.seek(0, 2)
         dt = time.perf_counter() - t0
@@ -640,12 +638,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         fig[name] = run_wrk(url, wrk_s, conc, 2, script, tmp)
                     else:
                         if name == "getQuote":
-                            fn = lambda s: s.post(url, json=qbody).status_code  # noqa: E731
+                            fn = lambda s, u=url: s.post(u, json=qbody).status_code  # noqa: E731
                         else:
-                            fn = lambda s: s.get(url).status_code  # noqa: E731
+                            fn = lambda s, u=url: s.get(u).status_code  # noqa: E731
                         fig[name] = threads_load(fn, wrk_s, conc)
                 if args.profile and not smoke:
-                    res["profiles"][name] = summarise_profile(sorted(tmp.glob(f"{prof.name}-*.txt")))
+                    res["profiles"][name] = summarise_profile(
+                        sorted(tmp.glob(f"{prof.name}-*.txt"))
+                    )
                 f = fig[name]
                 progress(
                     f"  {f['rps']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, "
@@ -903,7 +903,11 @@ def table(res: dict[str, Any]) -> str:
     for k, v in fig.items():
         if isinstance(v, dict) and "mbps" in v:
             lines.append(f"| {k} | {v['mbps']:.1f} | {v['seconds']:.2f} |")
-    lines += ["", "| rate | req/s | p50 ms | p99 ms | non-2xx / requests |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| rate | req/s | p50 ms | p99 ms | non-2xx / requests |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for k in ("upload_4k", "getQuote", "getStatus", "getStatus_429"):
         v = fig.get(k, {})
         if "rps" in v:
@@ -949,6 +953,39 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def readme_section(path: Path, res: dict[str, Any]) -> None:
+    """The latest table, command and machine between the suite markers of bench/README.md."""
+    from bench._sketch_sim import replace_between_markers
+
+    text = path.read_text()
+    if "<!-- suite:begin -->" not in text:
+        path.write_text("<!-- suite:begin -->\n<!-- suite:end -->\n\n" + text)
+    misses = [r["figure"] for r in res["verdicts"] if r["verdict"] == "MISS"]
+    profiles = []
+    for name, lines in res["profiles"].items():
+        if lines:
+            profiles += [f"{name}:", *lines, ""]
+    body = [
+        "## Whole gateway (`bench/suite.py`, `make bench`)",
+        "",
+        f"Command: `make bench` (= `.venv/bin/python bench/suite.py --profile --readme "
+        f"bench/README.md`), run {res['started_at']}, {res['duration_s']:.0f} s. Stack: "
+        "redis-server, one Celery worker (prefork, concurrency 2), anvil with the test token, "
+        "gunicorn with scripts/gunicorn.conf.py (2 workers), all on 127.0.0.1, client on the "
+        "same machine; RATE_LIMIT raised to 100000000/minute for the load runs (the default "
+        "600/minute is measured separately as getStatus_429). Figures are noisy: 2 cores shared "
+        "with other work, client and server on the same cores.",
+        "",
+        res["table"],
+        "",
+        "Missed: " + (", ".join(misses) if misses else "none") + ".",
+    ]
+    if profiles:
+        body += ["", "py-spy of the gunicorn workers (raw samples, `--profile`):", "", "```"]
+        body += [*profiles, "```"]
+    replace_between_markers(path, "suite", "\n".join(body))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", default=os.environ.get("BENCH_SMOKE") == "1")
@@ -956,6 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where the temporary data goes")
     ap.add_argument("--profile", action="store_true", help="py-spy the gunicorn workers")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--readme", type=Path, default=None, help="write the table into this file")
     args = ap.parse_args(argv)
     res = run(args)
     res["verdicts"] = verdicts(res)
@@ -968,6 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(text)
+    if args.readme is not None:
+        readme_section(args.readme, res)
     progress(f"done in {res['duration_s']:.0f} s; wrote {args.out}")
     return 0
 
