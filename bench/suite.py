@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -414,7 +415,8 @@ def summarise_profile(paths: list[Path], top: int = 12) -> list[str]:
             leaf[frames[-1]] = leaf.get(frames[-1], 0) + n
             seen = set()
             for fr in frames:
-                if any(k in fr for k in ("/api/", "/workers/", "/occ_storage/", "/occ_protocol/")):
+                where = fr.rsplit(" (", 1)[-1]
+                if where.startswith(("api/", "workers/", "occ_storage/", "occ_protocol/")):
                     key = fr.split(" (")[0] + " (" + fr.split(" (")[-1].split(":")[0]
                     if key not in seen:
                         seen.add(key)
@@ -428,6 +430,81 @@ def summarise_profile(paths: list[Path], top: int = 12) -> list[str]:
     for fr, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / total:5.1f}%  {fr}")
     return lines
+
+
+def redis_commands_per_request(redis_url: str, do: Callable[[], object], n: int) -> float:
+    """Redis commands processed per request (INFO total_commands_processed delta, idle subtracted)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+
+    def total() -> int:
+        return int(r.info("stats")["total_commands_processed"])
+
+    t0, c0 = time.perf_counter(), total()
+    for _ in range(n):
+        do()
+    dt, c1 = time.perf_counter() - t0, total()
+    time.sleep(min(dt, 2.0))
+    c2 = total()
+    idle = (c2 - c1 - 1) * dt / min(dt, 2.0)
+    return max(0.0, (c1 - c0 - 1 - idle) / n)
+
+
+def inprocess_profile(env: dict[str, str], calls: dict[str, Callable[[Any], Any]], n: int) -> dict:
+    """cProfile of the Flask app in this process (test client, same env): CPU per request."""
+    import cProfile
+    import pstats
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    out: dict[str, Any] = {}
+    try:
+        from api import create_app
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the app's JSON logs: not in the table
+            app = create_app()
+        client = app.test_client()
+        for name, call in calls.items():
+            call(client)  # warm-up
+            prof = cProfile.Profile()
+            t0 = time.perf_counter()
+            prof.enable()
+            for _ in range(n):
+                call(client)
+            prof.disable()
+            per_ms = (time.perf_counter() - t0) / n * 1e3
+            buf = io.StringIO()
+            st = pstats.Stats(prof, stream=buf)
+            rows = []
+            for (file, line, fn), (_cc, nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+                rel = file.replace(str(ROOT) + "/", "")
+                if rel.startswith(("api/", "workers/", "occ_storage/", "occ_protocol/")) or (
+                    "site-packages" in rel
+                    and any(
+                        k in rel
+                        for k in (
+                            "flask_limiter",
+                            "limits/",
+                            "redis/client",
+                            "marshmallow",
+                            "flask_smorest",
+                        )
+                    )
+                ):
+                    short = rel.split("site-packages/")[-1]
+                    rows.append((ct / n * 1e3, nc / n, f"{short}:{line}({fn})"))
+            rows.sort(reverse=True)
+            out[name] = {
+                "ms_per_request_in_process": per_ms,
+                "top_cumulative": [
+                    f"{ms:7.3f} ms  {calls_:5.1f} calls  {where}" for ms, calls_, where in rows[:14]
+                ],
+            }
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return out
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -651,6 +728,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"  {f['rps']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, "
                     f"{f['non_2xx']} non-2xx"
                 )
+            progress("Redis commands per request and in-process profile of the JSON routes ...")
+            rc = {}
+            s_ = requests.Session()
+            rc["getStatus"] = redis_commands_per_request(
+                redis_srv.url, lambda: s_.get(f"{base}/getStatus?quoteId={quote_id}"), 50
+            )
+            rc["getQuote"] = redis_commands_per_request(
+                redis_srv.url, lambda: s_.post(f"{base}/getQuote", json=qbody), 50
+            )
+            rc["health"] = redis_commands_per_request(
+                redis_srv.url, lambda: s_.get(f"{base}/health"), 50
+            )
+            fig["redis_commands_per_request"] = rc
+            progress("  " + ", ".join(f"{k} {v:.1f}" for k, v in rc.items()))
+            res["profiles"]["inprocess"] = inprocess_profile(
+                stack.env,
+                {
+                    "getStatus": lambda c: c.get(f"/getStatus?quoteId={quote_id}"),
+                    "getQuote": lambda c: c.post("/getQuote", json=qbody),
+                },
+                20 if smoke else 300,
+            )
+            for k, v in res["profiles"]["inprocess"].items():
+                progress(f"  {k}: {v['ms_per_request_in_process']:.2f} ms/request in process")
             # the 429 path: a second gunicorn with the default rate limit, same Redis
             if have_wrk:
                 progress("getStatus against the default rate limit (429 path) ...")
@@ -963,7 +1064,15 @@ def readme_section(path: Path, res: dict[str, Any]) -> None:
     misses = [r["figure"] for r in res["verdicts"] if r["verdict"] == "MISS"]
     profiles = []
     for name, lines in res["profiles"].items():
-        if lines:
+        if isinstance(lines, dict):
+            for route, v in lines.items():
+                profiles += [
+                    f"{name} {route}: {v['ms_per_request_in_process']:.2f} ms CPU per request "
+                    "(Flask test client, cProfile; cumulative per request):",
+                    *v["top_cumulative"],
+                    "",
+                ]
+        elif lines:
             profiles += [f"{name}:", *lines, ""]
     body = [
         "## Whole gateway (`bench/suite.py`, `make bench`)",
