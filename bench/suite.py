@@ -460,11 +460,19 @@ def inprocess_profile(env: dict[str, str], calls: dict[str, Callable[[Any], Any]
     os.environ.update(env)
     out: dict[str, Any] = {}
     try:
+        import logging
+
         from api import create_app
 
-        with contextlib.redirect_stdout(io.StringIO()):  # the app's JSON logs: not in the table
-            app = create_app()
+        app = create_app()
         client = app.test_client()
+        # the app's JSON logs still cost what they cost, but into a buffer, not the table
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        swapped = []
+        for lg in loggers:
+            for h in getattr(lg, "handlers", []):
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    swapped.append((h, h.setStream(io.StringIO())))
         for name, call in calls.items():
             call(client)  # warm-up
             prof = cProfile.Profile()
@@ -501,6 +509,9 @@ def inprocess_profile(env: dict[str, str], calls: dict[str, Callable[[Any], Any]
                     f"{ms:7.3f} ms  {calls_:5.1f} calls  {where}" for ms, calls_, where in rows[:14]
                 ],
             }
+        for h, stream in swapped:
+            if stream is not None:
+                h.setStream(stream)
     finally:
         os.environ.clear()
         os.environ.update(saved)
