@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps run test test-s3 lint format unit integration bench chaos clean
+.PHONY: deps run test test-s3 lint format unit integration bench bench-smoke chaos clean
 
 # One throw-away Ceph RGW (scripts/ceph.sh; installs ceph-mon/ceph-osd/radosgw if missing) for the
 # whole pytest run: the S3 node tests use it through CEPH_DIR, and it is stopped afterwards.
@@ -47,11 +47,20 @@ chaos: deps
 	$(call with_ceph,OCC_CHAOS=1 OCC_CHAOS_REPORT=docs/RELIABILITY.md $(PY) -m pytest \
 		-p tests.chaos_report tests/integration tests/unit/occ_storage/test_store.py $(PYTEST_ARGS))
 
+# The whole gateway on a real stack against the limits measured in the same run (bench/suite.py:
+# table on stdout, progress on stderr, bench/results/latest.json, table into bench/README.md),
+# then the chunk store alone and the sketch accuracy. Under 15 minutes on the 2-core machine.
 bench: deps
-	$(PY) bench/store.py
-	$(PY) bench/sketch_speed.py
-	$(PY) bench/sketch_accuracy.py
-	$(PY) bench/api.py
+	@command -v wrk >/dev/null || apt-get install -y wrk >/dev/null 2>&1 || \
+		(apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1) || \
+		echo "wrk not installable: bench/suite.py falls back to a Python load generator"
+	$(PY) bench/suite.py --profile --readme bench/README.md
+	-$(PY) bench/store.py  # exits 1 on a FAIL verdict: shown, not fatal
+	OPENBLAS_NUM_THREADS=1 $(PY) bench/sketch_accuracy.py
+
+# Seconds: tiny sizes, one-second load runs (what tests/integration/test_bench_smoke.py runs).
+bench-smoke: deps
+	BENCH_SMOKE=1 $(PY) bench/suite.py --out bench/results/smoke.json
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out
