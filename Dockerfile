@@ -1,28 +1,41 @@
-# One image for the gateway, its private API, Celery worker and beat, and the dev chain.
+# One image for every role: public API, private API, Celery worker and beat, the dev chain and
+# one-off commands (scripts/entrypoint.sh). `docker compose` runs one container per role.
+
+# anvil (the dev chain) from the pinned npm package; only its binary reaches the final image.
+FROM node:20-bookworm-slim AS anvil
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+ && cp node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil /build/anvil
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     STORAGE_DIR=/data/occ_storage \
-    PORT=5000
-
-RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm curl \
- && rm -rf /var/lib/apt/lists/*
+    PORT=5000 \
+    PRIVATE_PORT=5001 \
+    ANVIL_BIN=/usr/local/bin/anvil
 
 WORKDIR /app
+# Pinned runtime requirements (requirements.txt pins every package with ==).
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund || npm ci --no-audit --no-fund
+COPY --from=anvil /build/anvil /usr/local/bin/anvil
 COPY . .
 
-RUN useradd --system --uid 10001 occ && mkdir -p /data/occ_storage && chown -R occ /data
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin occ \
+ && mkdir -p /data/occ_storage /data/beat /chain \
+ && chown -R occ /data /chain
 USER occ
 VOLUME ["/data"]
 EXPOSE 5000 5001
 
-HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${PORT}/health" || exit 1
+# The API roles answer /health; compose gives worker and beat their own checks.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/app/scripts/entrypoint.sh", "healthcheck"]
 
-CMD ["sh", "-c", "exec gunicorn --config scripts/gunicorn.conf.py --bind 0.0.0.0:${PORT} api.wsgi:app"]
+ENTRYPOINT ["/app/scripts/entrypoint.sh"]
+CMD ["api"]

@@ -550,7 +550,7 @@ def machine() -> dict[str, Any]:
 
 
 def start_chain(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, dict[str, Any] | None, Path]:
-    from workers import devchain
+    from workers.chain import devchain
 
     cfg_path = tmp / "devchain.json"
     try:
@@ -800,7 +800,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.stop_all()
         redis_srv.stop()
         if anvil is not None:
-            from workers import devchain
+            from workers.chain import devchain
 
             devchain.stop_anvil(anvil)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,15 +1,70 @@
-"""gunicorn settings for the public gateway (threads for streaming uploads and downloads)."""
+"""gunicorn settings for the public gateway behind one nginx hop (threads stream uploads and downloads)."""
 
+import json
 import os
 
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from gunicorn.glogging import Logger
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, "").strip() or default)
+
+
+# GUNICORN_WORKERS wins; WEB_CONCURRENCY is the name gunicorn and most hosts already use.
+workers = _int("GUNICORN_WORKERS", _int("WEB_CONCURRENCY", 2))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "600"))
-graceful_timeout = 30
-keepalive = 5
-limit_request_line = 8190
-limit_request_fields = 100
-accesslog = "-"
+threads = _int("GUNICORN_THREADS", 4)
+# A 2 GiB upload or download at a slow client's pace must not be killed as a hung worker.
+timeout = _int("GUNICORN_TIMEOUT", 600)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then (bounded memory growth); jitter so they never restart together.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)
+limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
+limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
+# The one trusted proxy hop (nginx): only its address may set X-Forwarded-Proto for gunicorn.
+# The client address itself is taken by ProxyFix(x_for=1) in api.create_app.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "").strip() or "-"
 errorlog = "-"
-forwarded_allow_ips = "127.0.0.1"
+
+# One JSON object per line. %(h)s is the peer (nginx); the client is in X-Forwarded-For.
+access_log_format = json.dumps(
+    {
+        "time": "%(t)s",
+        "remote": "%(h)s",
+        "forwarded_for": "%({x-forwarded-for}i)s",
+        "forwarded_proto": "%({x-forwarded-proto}i)s",
+        "request_id": "%({x-request-id}i)s",
+        "method": "%(m)s",
+        "path": "%(U)s",
+        "query": "%(q)s",
+        "status": "%(s)s",
+        "bytes": "%(b)s",
+        "duration_us": "%(D)s",
+        "user_agent": "%(a)s",
+        "pid": "%(p)s",
+    }
+)
+
+
+class JsonAtoms(dict):  # type: ignore[type-arg]
+    """Log atoms escaped for a JSON string; a missing atom is "-" (as gunicorn's SafeAtoms)."""
+
+    def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
+        super().__init__({k: json.dumps(str(v))[1:-1] for k, v in atoms.items()})
+
+    def __getitem__(self, key: str) -> str:
+        key = key.lower() if key.startswith("{") else key
+        return str(super().get(key, "-"))
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger with JSON-escaped access-log fields (quotes, backslashes, controls)."""
+
+    atoms_wrapper_class = JsonAtoms
+
+
+logger_class = JsonLogger
