@@ -1,4 +1,8 @@
-"""Node backend interface, and the local-directory backend (atomic, sharded, hash-verified)."""
+"""Node backend interface, and the local-directory backend (atomic, sharded, hash-verified).
+
+Over ~400 lines because LocalDirNode's verbs share one durability scheme (temp file, fsync or
+syncfs, rename, directory sync) and one sharded path layout; apart they would drift.
+"""
 
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
   dies between DELETE and restore leaves the trash object, which `cleanup_temp` restores.
   Each claim has its own key (never overwritten), so deleting an expired claim cannot remove a
   fresh one; claims live `claim_ttl_s` (default 2 days, above the gateway's 1-day sweep age).
+
+Over ~400 lines because every verb shares the claim/trash protocol above and one thread pool for the client.
 """
 
 from __future__ import annotations
