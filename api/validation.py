@@ -2,6 +2,7 @@
 
 - `Blueprint`: flask-smorest's, with `PARSER` (validation errors are 400s, answered by
   api/errors.py in the one shape, the message naming the first bad field).
+- `RequestSchema`: the base of request schemas (unknown fields ignored).
 - `format_field`: a string field checked against an `occ_protocol.formats` pattern (whole match),
   the pattern also published in the OpenAPI document.
 - `errors_doc`: the documented error answers of an operation, each referencing the error schema.
@@ -47,6 +48,14 @@ PARSER = Parser()
 
 class Blueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = PARSER
+
+
+class RequestSchema(ma.Schema):
+    """A request's query, form or body: fields it does not name are ignored, not refused (Ocean's
+    clients send more than the gateway reads)."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
 
 
 class FullMatch(ma.validate.Validator):

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from client.api import FilePart, MultipartStream
+from client.streams import FilePart, MultipartStream
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

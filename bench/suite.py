@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
-from client.api import FilePart, MultipartStream  # noqa: E402
+from client.streams import FilePart, MultipartStream  # noqa: E402
 from tests.fixtures.services import (  # noqa: E402
     VENV_BIN,
     RedisServer,

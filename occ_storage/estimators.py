@@ -7,6 +7,9 @@ vector has tau entries: classes 1..tau-1, then the censored class ">= tau".
 The estimand is the realised chunk set (fixed n_l), not a Poisson draw of it, so every
 covariance here is the Poissonised one minus diag(n): Var(n_hat - n) = Var(n_hat) - Var(n) when
 E[n_hat | n] = n (law of total variance). For U this gives Whang et al.'s N'(e^λ - λ - 1).
+
+Over ~400 lines on purpose: the estimators share this notation and the one covariance
+correction; split apart, each module would restate them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Node backend interface, and the local-directory backend (atomic, sharded, hash-verified)."""
+"""Node backend interface, and the local-directory backend (atomic, sharded, hash-verified).
+
+Over ~400 lines because LocalDirNode's verbs share one durability scheme (temp file, fsync or
+syncfs, rename, directory sync) and one sharded path layout; apart they would drift.
+"""
 
 from __future__ import annotations
 
@@ -160,7 +164,28 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-class LocalDirNode:
+class NodeBase:
+    """What every node backend shares: a non-empty id and a finite weight >= 0, read-only."""
+
+    def __init__(self, node_id: str, weight: float) -> None:
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
+        weight = float(weight)
+        if not math.isfinite(weight) or weight < 0:
+            raise InvalidNodeError(f"node {node_id!r}: weight must be finite and >= 0")
+        self._node_id = node_id
+        self._weight = weight
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def weight(self) -> float:
+        return self._weight
+
+
+class LocalDirNode(NodeBase):
     """A node in a local directory: chunks/ab/cd/<hash> and manifests/ab/<hash>.json.
 
     Paths are derived only from validated hashes. A write goes to `.tmp-*` in the target
@@ -179,31 +204,17 @@ class LocalDirNode:
     ) -> None:
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
-        if not isinstance(node_id, str) or not node_id:
-            raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
-        weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidNodeError(f"node {node_id!r}: weight must be finite and >= 0")
+        super().__init__(node_id, weight)
         self.root = Path(root)
         self._root = os.path.abspath(os.fspath(root))
         self._chunks = os.path.join(self._root, "chunks")
         self._manifests = os.path.join(self._root, "manifests")
-        self._node_id = node_id
-        self._weight = weight
         # syncfs: one syncfs(2) for the data of a whole batch and one for its renames instead of an
         # fsync per file and per directory. Same guarantee, far fewer device flushes (1.5-2x the
         # put throughput on the benchmark VM); it also flushes other dirty data of that filesystem.
         self.kind = "local"
         self.sync = "syncfs" if sync in ("auto", "syncfs") and _syncfs is not None else "fsync"
         self._syncfs = _syncfs if self.sync == "syncfs" else None
-
-    @property
-    def node_id(self) -> str:
-        return self._node_id
-
-    @property
-    def weight(self) -> float:
-        return self._weight
 
     def __repr__(self) -> str:
         return f"LocalDirNode({self._root!r}, node_id={self._node_id!r}, weight={self._weight})"

@@ -28,6 +28,8 @@ Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
   dies between DELETE and restore leaves the trash object, which `cleanup_temp` restores.
   Each claim has its own key (never overwritten), so deleting an expired claim cannot remove a
   fresh one; claims live `claim_ttl_s` (default 2 days, above the gateway's 1-day sweep age).
+
+Over ~400 lines because every verb shares the claim/trash protocol above and one thread pool for the client.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import math
 import os
 import secrets
 import threading
@@ -47,7 +48,7 @@ from typing import Any, Protocol
 
 from occ_storage.chunking import HASH_RE
 from occ_storage.errors import ChunkMissingError, CorruptChunkError, InvalidNodeError, NodeError
-from occ_storage.nodes import check_id
+from occ_storage.nodes import NodeBase, check_id
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
@@ -84,7 +85,7 @@ def _epoch(value: object) -> float:
     raise NodeError(f"unexpected LastModified {value!r}")
 
 
-class S3Node:
+class S3Node(NodeBase):
     """A storage node on one bucket (and key prefix) of an S3 endpoint."""
 
     kind = "s3"
@@ -105,11 +106,7 @@ class S3Node:
         down_for_s: float = 2.0,
         conditional_put: bool | None = False,
     ) -> None:
-        if not isinstance(node_id, str) or not node_id:
-            raise InvalidNodeError(f"node id must be a non-empty string, got {node_id!r}")
-        weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidNodeError(f"node {node_id!r}: weight must be finite and >= 0")
+        super().__init__(node_id, weight)
         if not bucket:
             raise InvalidNodeError(f"node {node_id!r}: bucket must be set")
         if prefix and not prefix.endswith("/"):
@@ -124,8 +121,6 @@ class S3Node:
         self.down_for_s = float(down_for_s)
         self.conditional_put = conditional_put
         self._down_until = 0.0
-        self._node_id = node_id
-        self._weight = weight
         self._pool_size = max(1, int(pool_size))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
@@ -157,14 +152,6 @@ class S3Node:
                 return False  # unreachable now: HEAD + PUT this time, ask again later
             self.conditional_put = answer
         return self.conditional_put
-
-    @property
-    def node_id(self) -> str:
-        return self._node_id
-
-    @property
-    def weight(self) -> float:
-        return self._weight
 
     def __repr__(self) -> str:
         where = f"{self.endpoint}/" if self.endpoint else ""

@@ -10,7 +10,7 @@ from flask.views import MethodView
 
 from api.deps import runtime
 from api.errors import ApiError
-from api.validation import Blueprint, errors_doc
+from api.validation import Blueprint, RequestSchema, errors_doc
 from workers.nodes_config import node_states
 from workers.services.health import network_status
 
@@ -27,11 +27,8 @@ class HealthSchema(ma.Schema):
     )
 
 
-class StatusQuerySchema(ma.Schema):
+class StatusQuerySchema(RequestSchema):
     error_prefix = "Invalid status query"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     refresh = ma.fields.Boolean(
         load_default=False, metadata={"description": "Recompute the sketches now"}

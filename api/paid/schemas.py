@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from api.validation import format_field
+from api.validation import RequestSchema, format_field
 from occ_protocol.formats import ADDRESS_RE, NONCE_RE, QUOTE_ID_RE
 from workers.services.paid import MAX_FILES
 
@@ -58,10 +58,7 @@ class ChainId(ma.fields.Integer):
         return value
 
 
-class QuoteFileSchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class QuoteFileSchema(RequestSchema):
     length = StrictInteger(
         required=True,
         validate=validate.Range(min=1, error="must be a positive integer"),
@@ -69,21 +66,15 @@ class QuoteFileSchema(ma.Schema):
     )
 
 
-class QuotePaymentSchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class QuotePaymentSchema(RequestSchema):
     chainId = ChainId(required=True)
     tokenAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
 
 
-class QuoteRequestSchema(ma.Schema):
+class QuoteRequestSchema(RequestSchema):
     """POST /getQuote body."""
 
     error_prefix = "Invalid quote request"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     type = ma.fields.String(
         required=True,
@@ -131,11 +122,8 @@ class StorageSchema(ma.Schema):
     payment = ma.fields.List(ma.fields.Nested(PaymentMethodSchema))
 
 
-class QuoteIdQuerySchema(ma.Schema):
+class QuoteIdQuerySchema(RequestSchema):
     error_prefix = "Invalid status request"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     quoteId = quote_id_field(required=True)
 
@@ -149,11 +137,8 @@ class SignedQuerySchema(QuoteIdQuerySchema):
     signature = signature_field(required=True)
 
 
-class HistoryQuerySchema(ma.Schema):
+class HistoryQuerySchema(RequestSchema):
     error_prefix = "Invalid history request"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     userAddress = format_field(ADDRESS_RE, ADDRESS_ERROR, required=True)
     nonce = nonce_field(required=True)

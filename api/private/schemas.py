@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from api.validation import format_field
+from api.validation import RequestSchema, format_field
 from workers.state.registry import InvalidRecordError, normalize_payment, validate_type
 
 TOKEN_RE = re.compile(r"[0-9a-fA-F]{64}")  # HMAC-SHA256 hex (workers.remote.staged_token)
@@ -44,13 +44,10 @@ class StrictInteger(ma.fields.Integer):
         return int(super()._deserialize(value, attr, data, **kwargs))
 
 
-class RegisterSchema(ma.Schema):
+class RegisterSchema(RequestSchema):
     """A registration record; unknown fields are ignored here but still covered by the signature."""
 
     error_prefix = "Malformed registration"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     type = StorageTypeField(required=True)
     description = ma.fields.String(required=True, validate=validate.Length(max=1024))
@@ -87,13 +84,10 @@ class RegisteredSchema(ma.Schema):
     ttl = ma.fields.Integer()
 
 
-class StagedQuerySchema(ma.Schema):
+class StagedQuerySchema(RequestSchema):
     """The signed URL's query (workers.remote.staged_file_url): any flaw is a 403."""
 
     error_prefix = "Invalid or expired token for this staged file"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     expires = ma.fields.Integer(
         required=True, strict=False, validate=validate.Range(min=0, max=10**12)

@@ -8,13 +8,11 @@ import marshmallow as ma
 from marshmallow import validate
 
 from api.paid.schemas import SIGNATURE_DOC, nonce_field, quote_id_field, signature_field
+from api.validation import RequestSchema
 
 
-class UploadFormSchema(ma.Schema):
+class UploadFormSchema(RequestSchema):
     error_prefix = "Invalid upload"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     replication_factor = ma.fields.Integer(
         load_default=None,
@@ -31,11 +29,8 @@ class UploadFileSchema(ma.Schema):
     file = ma.fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
 
 
-class RawUploadQuerySchema(ma.Schema):
+class RawUploadQuerySchema(RequestSchema):
     error_prefix = "Invalid upload"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     # the name travels in the request line (8190 bytes at most in gunicorn and nginx): keep it short
     name = ma.fields.String(load_default="", validate=validate.Length(max=255))
@@ -44,14 +39,11 @@ class RawUploadQuerySchema(ma.Schema):
     )
 
 
-class UploadQuerySchema(ma.Schema):
+class UploadQuerySchema(RequestSchema):
     """POST /upload's query: empty for a direct upload; quoteId, nonce and signature for a paid
     upload (protocol.md §1, parts file1..fileN)."""
 
     error_prefix = "Invalid upload request"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     quoteId = quote_id_field(
         load_default=None,
@@ -87,11 +79,8 @@ class UploadResultSchema(ma.Schema):
     job_id = ma.fields.String(allow_none=True)
 
 
-class FilesQuerySchema(ma.Schema):
+class FilesQuerySchema(RequestSchema):
     error_prefix = "Invalid page"
-
-    class Meta:
-        unknown = ma.EXCLUDE
 
     page = ma.fields.Integer(load_default=1, validate=validate.Range(min=1, max=10**6))
     per_page = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))

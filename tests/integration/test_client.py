@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from client.api import Token
+from client.erc20 import Token
 from occ_protocol.signatures import sign_text, signed_text
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.services import ROOT, Stack, free_port

@@ -119,6 +119,6 @@ def test_no_import_circle() -> None:
 def test_the_graph_is_not_empty() -> None:
     """Guards the tests above against a parser that finds nothing."""
     assert "workers.services.storage" in GRAPH["workers.tasks.storage"]
-    assert "occ_protocol.signatures" in GRAPH["client.api"] or any(
-        _top(i) == "occ_protocol" for i in GRAPH["client.api"]
+    assert "occ_protocol.signatures" in GRAPH["client.keys"] or any(
+        _top(i) == "occ_protocol" for i in GRAPH["client.keys"]
     )

@@ -6,6 +6,8 @@ amount)`` for a refund (the treasury has approved the gateway). Every transactio
 and signed locally with an explicit account nonce and handed to the caller to record durably
 *before* it is broadcast, so a retried task re-sends the same signed bytes (same hash) and can
 never send a second transfer. This module keeps no state: the caller (workers/jobs.py) does.
+
+Over ~400 lines because payment, refund and their receipts share one build-sign-record-send path.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ import pytest
 import requests
 from werkzeug.formparser import parse_form_data
 
-from client import api, cli, nonces
-from client.api import ClientError, FilePart, GatewayError, MultipartStream
+from client import cache, checks, cli, commands, config, erc20, gateway, keys, nonces
+from client.errors import ClientError, GatewayError
+from client.streams import FilePart, MultipartStream
 from occ_protocol.signatures import sign_text, signed_text
 from occ_protocol.status import Status, is_final, status_name
 
@@ -38,9 +39,9 @@ TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No real key, dev chain or cache from the developer's machine leaks into a test."""
-    for var in (cli.ENV_KEY, cli.ENV_RPC, cli.ENV_GATEWAY):
+    for var in (config.ENV_KEY, config.ENV_RPC, config.ENV_GATEWAY):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv(cli.ENV_DEVCHAIN, "")
+    monkeypatch.setenv(config.ENV_DEVCHAIN, "")
     monkeypatch.setenv("OCC_CLIENT_CACHE", str(tmp_path / "cache"))
 
 
@@ -319,7 +320,7 @@ def test_version_and_api_key(
     assert exit_.value.code == 0 and capsys.readouterr().out == f"occ-client {cli.VERSION}\n"
     f = write(tmp_path / "a.txt", b"hello")
     assert run(capsys, "upload", str(f), "--gateway", fake_gateway, "--api-key", "k1")[0] == 0
-    monkeypatch.setenv(cli.ENV_API_KEY, "k2")
+    monkeypatch.setenv(config.ENV_API_KEY, "k2")
     assert run(capsys, "upload", str(f), "--gateway", fake_gateway)[0] == 0
     sent = [r["headers"].get("Authorization") for r in FakeGateway.received]
     assert sent == ["Bearer k1", "Bearer k2"]
@@ -371,7 +372,7 @@ def test_gateway_error_formatting() -> None:
 def test_sign_prints_the_protocol_test_vector(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(cli.ENV_KEY, KEY0)
+    monkeypatch.setenv(config.ENV_KEY, KEY0)
     code, out, err = run(capsys, "sign", "--quote-id", VECTOR_QUOTE, "--nonce", VECTOR_NONCE)
     assert code == 0
     assert out == VECTOR_SIG + "\n"
@@ -425,7 +426,7 @@ class FakeClock:
 
 def test_nonces_are_seconds_as_oceans_client_sends_them() -> None:
     before = int(time.time())
-    n = api.new_nonce(ADDR0)
+    n = keys.new_nonce(ADDR0)
     assert n.isdigit() and len(n) == 10 and before <= int(n) <= time.time()
 
 
@@ -479,12 +480,14 @@ def test_paid_arguments() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["upload-paid", "a.txt", "b.txt", "--days", "2", "--token", "OCCT"])
     assert args.file == ["a.txt", "b.txt"] and args.type == "occ" and args.token == "OCCT"
-    assert cli.duration_seconds(args) == 2 * 86400
+    assert commands.duration_seconds(args) == 2 * 86400
     args = parser.parse_args(
         ["quote", "--file", "a", "b", "--duration", "60", "--chain-id", "31337"]
     )
-    assert args.file == ["a", "b"] and cli.duration_seconds(args) == 60 and args.chain_id == 31337
-    assert cli.duration_seconds(parser.parse_args(["quote", "--file", "a"])) == 30 * 86400
+    assert (
+        args.file == ["a", "b"] and commands.duration_seconds(args) == 60 and args.chain_id == 31337
+    )
+    assert commands.duration_seconds(parser.parse_args(["quote", "--file", "a"])) == 30 * 86400
     args = parser.parse_args(["approve", "--quote-id", VECTOR_QUOTE])
     assert args.quote_id == VECTOR_QUOTE and args.amount is None
     args = parser.parse_args(["download", "ab" * 32, "-o", "-"])
@@ -543,25 +546,25 @@ TYPES: list[dict[str, Any]] = [
 
 
 def test_pick_payment() -> None:
-    lower = api.check_address
-    assert api.pick_payment(TYPES, "occ") == (1, lower("0x" + "2" * 40))
-    assert api.pick_payment(TYPES, "occ", prefer_token=TOKEN) == (31337, TOKEN)
-    assert api.pick_payment(TYPES, "occ", 31337) == (31337, lower("0x" + "3" * 40))
-    assert api.pick_payment(TYPES, "occ", 31337, "occt") == (31337, TOKEN)
-    assert api.pick_payment(TYPES, "occ", None, TOKEN) == (31337, TOKEN)
+    lower = checks.check_address
+    assert erc20.pick_payment(TYPES, "occ") == (1, lower("0x" + "2" * 40))
+    assert erc20.pick_payment(TYPES, "occ", prefer_token=TOKEN) == (31337, TOKEN)
+    assert erc20.pick_payment(TYPES, "occ", 31337) == (31337, lower("0x" + "3" * 40))
+    assert erc20.pick_payment(TYPES, "occ", 31337, "occt") == (31337, TOKEN)
+    assert erc20.pick_payment(TYPES, "occ", None, TOKEN) == (31337, TOKEN)
     with pytest.raises(ClientError, match="no storage type 'arweave'"):
-        api.pick_payment(TYPES, "arweave")
+        erc20.pick_payment(TYPES, "arweave")
     with pytest.raises(ClientError, match="chain 5"):
-        api.pick_payment(TYPES, "occ", 5)
+        erc20.pick_payment(TYPES, "occ", 5)
     with pytest.raises(ClientError, match="no accepted token called 'DAI'"):
-        api.pick_payment(TYPES, "occ", 31337, "DAI")
+        erc20.pick_payment(TYPES, "occ", 31337, "DAI")
 
 
 def test_format_units() -> None:
-    assert api.format_units(1_500_000_000_000_000_000, 18) == "1.5"
-    assert api.format_units(1, 18) == "0.000000000000000001"
-    assert api.format_units(10**21, 18) == "1000"
-    assert api.format_units(42, 0) == "42"
+    assert erc20.format_units(1_500_000_000_000_000_000, 18) == "1.5"
+    assert erc20.format_units(1, 18) == "0.000000000000000001"
+    assert erc20.format_units(10**21, 18) == "1000"
+    assert erc20.format_units(42, 0) == "42"
 
 
 def test_approve_reads_a_saved_quote(tmp_path: Path) -> None:
@@ -573,13 +576,13 @@ def test_approve_reads_a_saved_quote(tmp_path: Path) -> None:
         "tokenAddress": TOKEN,
         "expiresAt": 1,
     }
-    assert api.save_quote(quote, [tmp_path / "x"]) is not None
+    assert cache.save_quote(quote, [tmp_path / "x"]) is not None
     args = cli.build_parser().parse_args(["approve", "--quote-id", VECTOR_QUOTE])
-    amount, spender, token, chain_id = cli.approve_target(cli.Config(args))
+    amount, spender, token, chain_id = commands.approve_target(config.Config(args))
     assert amount == 123456789012345678901234  # beyond 2**53: never through a float
     assert spender == quote["approveAddress"] and token == TOKEN and chain_id == 31337
     with pytest.raises(ClientError, match="no saved quote"):
-        api.load_quote("f" * 32)
+        cache.load_quote("f" * 32)
 
 
 class LimitedGateway(BaseHTTPRequestHandler):
@@ -606,14 +609,14 @@ class LimitedGateway(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.mark.parametrize(("limited", "ok"), [(2, True), (api.RETRIES_429 + 1, False)])
+@pytest.mark.parametrize(("limited", "ok"), [(2, True), (gateway.RETRIES_429 + 1, False)])
 def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool) -> None:
     LimitedGateway.limited, LimitedGateway.seen = limited, 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), LimitedGateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     notices: list[str] = []
     waits: list[float] = []
-    gw = api.Gateway(f"http://127.0.0.1:{server.server_address[1]}")
+    gw = gateway.Gateway(f"http://127.0.0.1:{server.server_address[1]}")
     gw.notice, gw.sleep = notices.append, waits.append
     try:
         if ok:
@@ -624,7 +627,7 @@ def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool)
     finally:
         server.shutdown()
         server.server_close()
-    retries = min(limited, api.RETRIES_429)
+    retries = min(limited, gateway.RETRIES_429)
     assert waits == [2.0] * retries and LimitedGateway.seen == retries + 1
     assert len(notices) == retries and "retrying in 2 s" in notices[0]
 
@@ -632,16 +635,16 @@ def test_429_is_retried_after_retry_after_with_a_message(limited: int, ok: bool)
 def test_progress_is_lines_on_stderr_when_not_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
-    with cli.Reporter().bar(4 * cli.MIB, "upload") as update:
-        update(cli.MIB)
-        update(cli.MIB)
+    monkeypatch.setattr(config, "PROGRESS_EVERY_S", 0.0)
+    with config.Reporter().bar(4 * config.MIB, "upload") as update:
+        update(config.MIB)
+        update(config.MIB)
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "upload: 1.0 / 4.0 MiB (25%)",
         "upload: 2.0 / 4.0 MiB (50%)",
         "upload: 2.0 / 4.0 MiB (50%)",  # the closing line
     ]
-    with cli.Reporter(quiet=True).bar(10, "x") as update:
+    with config.Reporter(quiet=True).bar(10, "x") as update:
         update(10)
     assert capsys.readouterr().err == ""

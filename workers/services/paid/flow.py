@@ -7,6 +7,9 @@ before it is broadcast, and a re-delivered task only re-broadcasts the recorded 
 hash, idempotent). Status moves only forward (workers/state/jobs.py). A step that waits for
 something outside (confirmations, a microservice, a busy lock) raises PollLater; the thin
 Celery tasks in workers/tasks/paid.py turn it into a retry and queue the next step by name.
+
+Over ~400 lines on purpose: the four steps share the job re-read, delivery count and
+write-ahead transaction rules above; split by step, those rules would be spread over files.
 """
 
 from __future__ import annotations
