@@ -68,3 +68,10 @@ class JsonLogger(Logger):
 
 
 logger_class = JsonLogger
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus multiprocess bookkeeping: a dead worker's live gauges go (workers.metrics)."""
+    from workers.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -1,0 +1,177 @@
+"""Prometheus metrics shared by the API and the workers (prometheus-client).
+
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn, the Celery worker: `make run`, the image's
+entrypoint and the test stacks set it, fresh at each start) every process writes its figures to
+mmapped files there and `exposition()` merges them all, so one `/metrics` shows the gunicorn
+workers and the Celery worker together. Each file is named by host and pid: containers sharing
+the directory (compose's /data volume) have overlapping pids. Without the variable the figures
+live in this process only (unit tests, a shell).
+
+The figures (README, "Observability"):
+- occ_http_requests_total{method,route,status}, occ_http_request_duration_seconds{method,route,status}:
+  route is the URL rule (`/download/<string:file_hash>`), never the raw path; "unmatched" for a
+  path no rule matches. The duration ends when the view returns (a streamed body's first block).
+- occ_upload_bytes_total: file bytes stored from uploads (direct and paid, without multipart
+  framing); occ_download_bytes_total: verified file bytes handed to the server by /download.
+- occ_jobs_total{status}: jobs created in, or moved to, each status code (occ_protocol.status).
+- occ_celery_tasks_total{task,outcome}: outcome success, failure or retry (Celery signals).
+- Store figures, set by the sketch refresh and the health report (gauges, the most recent value
+  across processes): occ_store_replicas{node}, occ_store_bytes{node} (exact, from the node
+  census), occ_store_chunks and occ_store_chunks_below_target (estimates from the merged
+  sketch: distinct chunks, chunks with fewer replicas than the target),
+  occ_store_updated_timestamp_seconds.
+- Scrub counters: occ_scrub_replicas_checked_total, occ_scrub_corrupt_replicas_total (bad or
+  unreadable replicas found), occ_scrub_missing_copies_total, occ_scrub_repaired_copies_total,
+  occ_scrub_lost_chunks_total.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Final
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format, read by every Prometheus version (every name here is plain ASCII).
+TEXT_FORMAT = CONTENT_TYPE_PLAIN_0_0_4
+HOST = socket.gethostname()
+
+
+def process_id(pid: int | None = None) -> str:
+    """The name of a process's metric files: host and pid (pids repeat across containers)."""
+    return f"{HOST}-{os.getpid() if pid is None else pid}"
+
+
+def multiproc_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+if (_dir := multiproc_dir()) is not None:
+    os.makedirs(_dir, exist_ok=True)
+    # Before any metric below is made: every value is an mmapped file named by process_id().
+    values.ValueClass = values.MultiProcessValue(process_id)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+LATEST: Final = "mostrecent"  # a gauge shows the value last set by any process, live or not
+
+HTTP_REQUESTS = Counter(
+    "occ_http_requests", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "occ_http_request_duration_seconds",
+    "Time from the start of a request to its response",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+UPLOAD_BYTES = Counter("occ_upload_bytes", "File bytes stored from uploads (direct and paid)")
+DOWNLOAD_BYTES = Counter("occ_download_bytes", "Verified file bytes sent by downloads")
+JOBS = Counter("occ_jobs", "Jobs created in or moved to a status code", ["status"])
+TASKS = Counter("occ_celery_tasks", "Celery task outcomes", ["task", "outcome"])
+STORE_REPLICAS = Gauge(
+    "occ_store_replicas", "Chunk replicas on a node", ["node"], multiprocess_mode=LATEST
+)
+STORE_BYTES = Gauge(
+    "occ_store_bytes", "Bytes used on a node by chunks", ["node"], multiprocess_mode=LATEST
+)
+STORE_CHUNKS = Gauge(
+    "occ_store_chunks", "Distinct chunks (merged-sketch estimate)", multiprocess_mode=LATEST
+)
+STORE_BELOW_TARGET = Gauge(
+    "occ_store_chunks_below_target",
+    "Chunks with fewer replicas than the target (merged-sketch estimate)",
+    multiprocess_mode=LATEST,
+)
+STORE_UPDATED = Gauge(
+    "occ_store_updated_timestamp_seconds",
+    "When the store figures were last computed",
+    multiprocess_mode=LATEST,
+)
+SCRUB = {
+    field: Counter(f"occ_scrub_{name}", doc)
+    for field, name, doc in (
+        ("replicas", "replicas_checked", "Replicas read and verified by the scrub"),
+        ("bad", "corrupt_replicas", "Corrupt or unreadable replicas found by the scrub"),
+        ("missing", "missing_copies", "Copies short of the target found by the scrub"),
+        ("repaired", "repaired_copies", "Copies written by the scrub's repairs"),
+        ("lost", "lost_chunks", "Chunks the scrub found with no verified replica"),
+    )
+}
+
+
+def record_census(nodes: list[dict[str, Any]], updated_at: float) -> None:
+    """The exact per-node figures of one node census (NodeStats.to_dict() of each node)."""
+    for node in nodes:
+        STORE_REPLICAS.labels(node=node["node_id"]).set(int(node["chunks"]))
+        STORE_BYTES.labels(node=node["node_id"]).set(int(node["used_bytes"]))
+    STORE_UPDATED.set(updated_at)
+
+
+def record_health(report: dict[str, Any]) -> None:
+    """The estimates of a health report (occ_storage.health.health_report); unknown ones are
+    left as they were (an overloaded or empty sketch gives no estimate)."""
+    target = int(report["slo"]["target_replicas"])
+    union = report["union_size"]["estimate"]
+    if union is not None:
+        STORE_CHUNKS.set(float(union))
+    below = [c["estimate"] for c in report["replica_classes"] if c["replicas"] < target]
+    if union is not None and None not in below:
+        STORE_BELOW_TARGET.set(float(sum(below)))
+
+
+def record_scrub(report: Any) -> None:
+    """The counts of one scrub pass (occ_storage.store.ScrubReport)."""
+    for field, counter in SCRUB.items():
+        counter.inc(int(getattr(report, field)))
+
+
+def task_outcome(task: str, outcome: str) -> None:
+    TASKS.labels(task=task, outcome=outcome).inc()
+
+
+def connect_task_signals() -> None:
+    """Count every Celery task's success, failure and retry (in the process that ran it)."""
+    from celery.signals import task_failure, task_retry, task_success
+
+    def name_of(sender: Any) -> str:
+        return str(getattr(sender, "name", None) or sender or "unknown")
+
+    def on_success(sender: Any = None, **_: Any) -> None:
+        task_outcome(name_of(sender), "success")
+
+    def on_failure(sender: Any = None, **_: Any) -> None:
+        task_outcome(name_of(sender), "failure")
+
+    def on_retry(sender: Any = None, **_: Any) -> None:
+        task_outcome(name_of(sender), "retry")
+
+    task_success.connect(on_success, weak=False)
+    task_failure.connect(on_failure, weak=False)
+    task_retry.connect(on_retry, weak=False)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format of every process's figures (multiprocess) or this process's; content type."""
+    path = multiproc_dir()
+    if path is None:
+        return generate_latest(REGISTRY), TEXT_FORMAT
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)
+    return generate_latest(registry), TEXT_FORMAT
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's child_exit: drop a dead worker's live gauges (none yet: all are 'mostrecent')."""
+    if multiproc_dir() is not None:
+        multiprocess.mark_process_dead(process_id(pid))
