@@ -8,17 +8,18 @@ the directory (compose's /data volume) have overlapping pids. Without the variab
 live in this process only (unit tests, a shell).
 
 The figures (README, "Observability"):
-- occ_http_requests_total{method,route,status}, occ_http_request_duration_seconds{method,route,status}:
-  route is the URL rule (`/download/<string:file_hash>`), never the raw path; "unmatched" for a
-  path no rule matches. The duration ends when the view returns (a streamed body's first block).
+- occ_http_requests_total{method,route,status} and occ_http_request_duration_seconds (same
+  labels): route is the URL rule (`/download/<string:file_hash>`), never the raw path;
+  "unmatched" when no rule matches. The duration ends when the view returns (for a streamed
+  download: its first block).
 - occ_upload_bytes_total: file bytes stored from uploads (direct and paid, without multipart
   framing); occ_download_bytes_total: verified file bytes handed to the server by /download.
 - occ_jobs_total{status}: jobs created in, or moved to, each status code (occ_protocol.status).
 - occ_celery_tasks_total{task,outcome}: outcome success, failure or retry (Celery signals).
-- Store figures, set by the sketch refresh and the health report (gauges, the most recent value
-  across processes): occ_store_replicas{node}, occ_store_bytes{node} (exact, from the node
-  census), occ_store_chunks and occ_store_chunks_below_target (estimates from the merged
-  sketch: distinct chunks, chunks with fewer replicas than the target),
+- Store figures, set by the sketch refresh and the health report (gauges: the value last set
+  by any process): occ_store_replicas{node} and occ_store_bytes{node} (chunks and manifests),
+  exact, from the node census; occ_store_chunks and occ_store_chunks_below_target, estimates
+  from the merged sketch (distinct chunks; chunks with fewer replicas than the target);
   occ_store_updated_timestamp_seconds.
 - Scrub counters: occ_scrub_replicas_checked_total, occ_scrub_corrupt_replicas_total (bad or
   unreadable replicas found), occ_scrub_missing_copies_total, occ_scrub_repaired_copies_total,
@@ -83,7 +84,10 @@ STORE_REPLICAS = Gauge(
     "occ_store_replicas", "Chunk replicas on a node", ["node"], multiprocess_mode=LATEST
 )
 STORE_BYTES = Gauge(
-    "occ_store_bytes", "Bytes used on a node by chunks", ["node"], multiprocess_mode=LATEST
+    "occ_store_bytes",
+    "Bytes used on a node by chunks and manifests",
+    ["node"],
+    multiprocess_mode=LATEST,
 )
 STORE_CHUNKS = Gauge(
     "occ_store_chunks", "Distinct chunks (merged-sketch estimate)", multiprocess_mode=LATEST
