@@ -11,43 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from occ_protocol.status import Status
+from tests.fixtures.metrics import requests_by_route, scrape, series
+from tests.fixtures.metrics import value as get
 from tests.fixtures.services import Stack, all_chunk_files, wait_for
 
 pytestmark = pytest.mark.integration
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 DOWNLOAD = "/download/<string:file_hash>"
 JOB = "/jobs/<string:job_id>"
-
-
-def scrape(base: str) -> Samples:
-    resp = requests.get(f"{base}/metrics", timeout=10)
-    assert resp.status_code == 200
-    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(resp.text)
-        for s in family.samples
-    }
-
-
-def get(table: Samples, name: str, **labels: str) -> float:
-    return table.get((name, frozenset(labels.items())), 0.0)
-
-
-def series(table: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: v for (n, labels), v in table.items() if n == name}
-
-
-def requests_by_route(table: Samples) -> dict[tuple[str, str, str], float]:
-    return {
-        (d["method"], d["route"], d["status"]): v
-        for labels, v in series(table, "occ_http_requests_total").items()
-        if (d := dict(labels))
-    }
 
 
 def served_by(stack: Stack, port: int) -> set[str]:

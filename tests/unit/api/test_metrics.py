@@ -6,37 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
+from tests.fixtures.metrics import TEXT_FORMAT, Samples, parse, requests_by_route, value
 from workers.settings import Settings
 
 HASH = "ab" * 32
 DOWNLOAD_RULE = "/download/<string:file_hash>"
 
 
-def samples(app: Flask) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def samples(app: Flask) -> Samples:
     """Every sample of GET /metrics, read with the Prometheus text parser."""
     resp = app.test_client().get("/metrics")
     assert resp.status_code == 200
-    assert resp.content_type.startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(resp.get_data(as_text=True))
-        for s in family.samples
-    }
+    assert resp.content_type.startswith(TEXT_FORMAT)
+    return parse(resp.get_data(as_text=True))
 
 
-def value(
-    table: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return table.get((name, frozenset(labels.items())), 0.0)
-
-
-def requests_of(
-    table: dict[tuple[str, frozenset[tuple[str, str]]], float], route: str, status: str
-) -> float:
-    return value(table, "occ_http_requests_total", method="GET", route=route, status=status)
+def requests_of(table: Samples, route: str, status: str) -> float:
+    return requests_by_route(table).get(("GET", route, status), 0.0)
 
 
 def test_requests_are_counted_by_url_rule_and_status_never_by_raw_path(app: Flask) -> None:
