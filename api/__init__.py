@@ -8,6 +8,7 @@ api/private), each module holding a `blp`; a hook such as metrics is one more li
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api.errors import ErrorSchema, register_error_handlers
 from api.limits import init_limiter
 from api.metrics import init_metrics
-from api.requests import StagingRequest, finish_unread_body
+from api.requests import StagingRequest, finish_unread_body, tag_request_id
 from occ_protocol.status import STATUS_TABLE_MARKDOWN
 from workers.logs import configure_logging
 from workers.runtime import Runtime, set_runtime
@@ -77,6 +78,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
     configure_logging(debug=settings.debug)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag_request_id)  # once: the same filter is never added twice
 
     app = Flask(__name__)
     app.request_class = StagingRequest
