@@ -63,6 +63,8 @@ if (_dir := multiproc_dir()) is not None:
     os.makedirs(_dir, exist_ok=True)
     # Before any metric below is made: every value is an mmapped file named by process_id().
     values.ValueClass = values.MultiProcessValue(process_id)
+else:  # set but empty means unset here (prometheus-client alone would write to the cwd)
+    values.ValueClass = values.MutexValue
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 LATEST: Final = "mostrecent"  # a gauge shows the value last set by any process, live or not

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from prometheus_client import REGISTRY
 
 from occ_storage.store import ScrubReport
 from workers import metrics
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def sample(name: str, **labels: str) -> float:
@@ -61,3 +68,16 @@ def test_task_signals_count_outcomes_by_task_name() -> None:
         for o in before
     }
     assert got == {"success": 2, "failure": 1, "retry": 1}
+
+
+def test_an_empty_multiproc_dir_means_one_process_not_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    code = "from workers import metrics; metrics.UPLOAD_BYTES.inc(5); print(metrics.exposition()[0].decode())"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "occ_upload_bytes_total 5.0" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # no .db file left in the working directory
