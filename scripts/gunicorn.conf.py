@@ -71,7 +71,8 @@ logger_class = JsonLogger
 
 
 def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
-    """Prometheus multiprocess bookkeeping: a dead worker's live gauges go (workers.metrics)."""
-    from workers.metrics import mark_process_dead
+    """Prometheus multiprocess bookkeeping: a dead worker's figures are folded into this host's
+    archive files, its live gauges dropped (workers.metrics.fold_dead_process)."""
+    from workers.metrics import fold_dead_process
 
-    mark_process_dead(worker.pid)
+    fold_dead_process(worker.pid)

@@ -28,8 +28,12 @@ The figures (README, "Observability"):
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from prometheus_client import (
@@ -43,14 +47,18 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format, read by every Prometheus version (every name here is plain ASCII).
 TEXT_FORMAT = CONTENT_TYPE_PLAIN_0_0_4
 HOST = socket.gethostname()
+LOCK_FILE = ".lock"  # not *.db: never read as figures
+ARCHIVE = "archive"  # the files dead processes are folded into: <type>_<host>-archive.db
+FOLDED = ("counter", "histogram", "gauge_mostrecent")
 
 
-def process_id(pid: int | None = None) -> str:
+def process_id(pid: int | str | None = None) -> str:
     """The name of a process's metric files: host and pid (pids repeat across containers)."""
     return f"{HOST}-{os.getpid() if pid is None else pid}"
 
@@ -167,6 +175,15 @@ def connect_task_signals() -> None:
     task_retry.connect(on_retry, weak=False)
 
 
+@contextmanager
+def _directory_lock(path: str, exclusive: bool) -> Iterator[None]:
+    """flock on PATH/.lock: scrapes share it, folding a dead process's files takes it alone (a
+    scrape never sees a file twice, or a file that vanished between its listing and its read)."""
+    with open(os.path.join(path, LOCK_FILE), "ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield  # closing the file releases the lock
+
+
 def exposition() -> tuple[bytes, str]:
     """The text format of every process's figures (multiprocess) or this process's; content type."""
     path = multiproc_dir()
@@ -174,10 +191,40 @@ def exposition() -> tuple[bytes, str]:
         return generate_latest(REGISTRY), TEXT_FORMAT
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path)
-    return generate_latest(registry), TEXT_FORMAT
+    with _directory_lock(path, exclusive=False):
+        return generate_latest(registry), TEXT_FORMAT
 
 
-def mark_process_dead(pid: int) -> None:
-    """gunicorn's child_exit: drop a dead worker's live gauges (none yet: all are 'mostrecent')."""
-    if multiproc_dir() is not None:
-        multiprocess.mark_process_dead(process_id(pid))
+def fold_dead_process(pid: int) -> int:
+    """gunicorn's child_exit: fold a dead worker's files into this host's archive files.
+
+    Counters and histogram buckets add up, a 'mostrecent' gauge keeps the later value, live
+    gauges go (what prometheus-client's mark_process_dead does). Without this every worker
+    recycled by max_requests would leave its files behind and each scrape would read them all
+    (about 1 s per 1,000 dead workers). Returns the number of files folded.
+    """
+    path = multiproc_dir()
+    if path is None:
+        return 0
+    dead = process_id(pid)
+    folded = 0
+    with _directory_lock(path, exclusive=True):
+        for src in glob.glob(os.path.join(path, f"*_{glob.escape(dead)}.db")):
+            kind = os.path.basename(src)[: -len(f"_{dead}.db")]  # counter, gauge_mostrecent...
+            if kind in FOLDED:
+                archive = MmapedDict(os.path.join(path, f"{kind}_{process_id(ARCHIVE)}.db"))
+                try:
+                    for key, value, stamp, _ in MmapedDict.read_all_values_from_file(src):
+                        total, last = archive.read_value(key)
+                        if kind == "gauge_mostrecent":
+                            if stamp >= last:
+                                archive.write_value(key, value, stamp)
+                        else:
+                            archive.write_value(key, total + value, stamp)
+                finally:
+                    archive.close()
+            elif not kind.startswith("gauge_live"):
+                continue  # a gauge mode whose values cannot be folded: left as it is
+            os.unlink(src)
+            folded += 1
+    return folded
