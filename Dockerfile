@@ -15,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     STORAGE_DIR=/data/occ_storage \
+    PROMETHEUS_MULTIPROC_DIR=/data/metrics \
     PORT=5000 \
     PRIVATE_PORT=5001 \
     ANVIL_BIN=/usr/local/bin/anvil
@@ -27,7 +28,7 @@ COPY --from=anvil /build/anvil /usr/local/bin/anvil
 COPY . .
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin occ \
- && mkdir -p /data/occ_storage /data/beat /chain \
+ && mkdir -p /data/occ_storage /data/beat /data/metrics /chain \
  && chown -R occ /data /chain
 USER occ
 VOLUME ["/data"]

@@ -2,12 +2,13 @@
 
 Blueprints are registered from one list per app (PUBLIC_BLUEPRINTS here, PRIVATE_BLUEPRINTS in
 api/private), each module holding a `blp`; a hook such as metrics is one more line in
-`create_app` after `register_blueprints`.
+`create_app` (api.metrics: GET /metrics and the request-counting hooks).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +19,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.errors import ErrorSchema, register_error_handlers
 from api.limits import init_limiter
-from api.requests import StagingRequest, finish_unread_body
+from api.metrics import init_metrics
+from api.requests import StagingRequest, finish_unread_body, tag_request_id
 from occ_protocol.status import STATUS_TABLE_MARKDOWN
 from workers.logs import configure_logging
 from workers.runtime import Runtime, set_runtime
@@ -76,6 +78,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
     configure_logging(debug=settings.debug)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag_request_id)  # once: the same filter is never added twice
 
     app = Flask(__name__)
     app.request_class = StagingRequest
@@ -110,7 +114,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     api = GatewayApi(app)
     register_error_handlers(app)
-    init_limiter(app, settings)
+    metrics_view = init_metrics(app)  # before the limiter's hook: a 429 is counted and timed
+    init_limiter(app, settings).exempt(metrics_view)
     app.after_request(finish_unread_body)
     register_blueprints(api, PUBLIC_BLUEPRINTS)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
 import tempfile
 from typing import IO, cast
 
-from flask import Request, Response, current_app, request
+from flask import Request, Response, current_app, has_request_context, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
@@ -94,3 +96,17 @@ def finish_unread_body(response: Response) -> Response:
     except Exception:  # the client went away, or the body is refused as too large
         response.headers["Connection"] = "close"
     return response
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what nginx passes on (nginx.conf's map)
+
+
+def tag_request_id(record: logging.LogRecord) -> bool:
+    """Logging filter: a record made while serving a request carries its X-Request-Id (set by
+    nginx, logged by gunicorn's access log too) when it is a plain token; anything else is left
+    out, so a client cannot write into the log through the header."""
+    if has_request_context() and not hasattr(record, "request_id"):
+        value = request.headers.get("X-Request-Id", "")
+        if REQUEST_ID.fullmatch(value):
+            record.request_id = value
+    return True

@@ -12,6 +12,18 @@ set -eu
 cmd=${1:-api}
 [ $# -gt 0 ] && shift
 
+# Prometheus multiprocess files (workers.metrics): the roles share $PROMETHEUS_MULTIPROC_DIR on
+# the /data volume, each file named <host>-<pid>; a role starts by removing its own host's.
+fresh_metrics() {
+  if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+    rm -f "$PROMETHEUS_MULTIPROC_DIR"/*_"$(hostname)"-*.db
+  fi
+}
+case "$cmd" in
+  api|private-api|worker|beat) fresh_metrics ;;
+esac
+
 case "$cmd" in
   api)
     exec gunicorn --config scripts/gunicorn.conf.py --bind "0.0.0.0:${PORT:-5000}" "$@" api.wsgi:app

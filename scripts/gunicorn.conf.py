@@ -68,3 +68,11 @@ class JsonLogger(Logger):
 
 
 logger_class = JsonLogger
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus multiprocess bookkeeping: a dead worker's figures are folded into this host's
+    archive files, its live gauges dropped (workers.metrics.fold_dead_process)."""
+    from workers.metrics import fold_dead_process
+
+    fold_dead_process(worker.pid)

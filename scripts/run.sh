@@ -16,7 +16,10 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export PAYMENT_CONFIG=${PAYMENT_CONFIG:-$DATA/devchain.json}
 export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://localhost:$PORT}
 export ALLOW_LOOPBACK_SERVICES=${ALLOW_LOOPBACK_SERVICES:-true}
-mkdir -p "$DATA/redis" "$STORAGE_DIR" "$DATA/logs"
+# Prometheus multiprocess files of gunicorn and the Celery worker (workers.metrics): fresh per start.
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$DATA/metrics}
+mkdir -p "$DATA/redis" "$STORAGE_DIR" "$DATA/logs" "$PROMETHEUS_MULTIPROC_DIR"
+rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
 
 pids=()
 cleanup() {

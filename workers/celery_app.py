@@ -8,11 +8,13 @@ import sys
 from celery import Celery
 from celery.signals import setup_logging, worker_init
 
+from workers import metrics
 from workers.logs import configure_logging
 
 app = Celery("occ")
 app.config_from_object("celeryconfig")
 app.conf.include = ["workers.tasks.storage", "workers.tasks.paid"]
+metrics.connect_task_signals()
 
 
 @setup_logging.connect

@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        for key in ("job_id", "file_hash", "quote_id", "task", "event"):
+        for key in ("request_id", "job_id", "file_hash", "quote_id", "task", "event"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

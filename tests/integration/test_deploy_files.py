@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,42 @@ def test_entrypoint_healthcheck_probes_health(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert result.returncode != 0
+
+
+def test_roles_share_one_metrics_directory_and_each_clears_only_its_own_files(
+    tmp_path: Path,
+) -> None:
+    """The image's PROMETHEUS_MULTIPROC_DIR is on /data, the occ_data volume every gateway role
+    mounts; a starting role removes the metric files of its own host (<type>_<host>-<pid>.db)
+    and leaves those of the other containers."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "PROMETHEUS_MULTIPROC_DIR=/data/metrics" in dockerfile
+    services = compose_config("production")["services"]
+    for name in ("api", "private-api", "worker", "beat"):
+        mounts = [  # short (`occ_data:/data`) or long syntax, as the compose version prints
+            v if isinstance(v, str) else f"{v.get('source')}:{v.get('target')}"
+            for v in services[name]["volumes"]
+        ]
+        assert "occ_data:/data" in [m.removesuffix(":rw") for m in mounts], (name, mounts)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    host = socket.gethostname()
+    mine, others = metrics / f"counter_{host}-7.db", metrics / "counter_otherhost-7.db"
+    for path in (mine, others):
+        path.write_bytes(b"x")
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "entrypoint.sh"), "beat", "--help"],
+        cwd=ROOT,
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "BEAT_DIR": str(tmp_path / "beat"),
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not mine.exists() and others.exists()
 
 
 def test_gunicorn_config_reads_the_environment() -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.fixtures.metrics import requests_by_route, scrape, value
 from tests.fixtures.services import RedisServer, Stack, free_port, start_nginx, stop, wait_for
 
 pytestmark = pytest.mark.integration
@@ -182,3 +183,39 @@ def test_downloads_stream_instead_of_spooling_to_nginx_temp_files(proxied: Proxi
         assert received.partition(b"\r\n\r\n")[2] == data
     finally:
         sock.close()
+
+
+def test_metrics_count_the_requests_made_through_nginx(proxied: Proxied) -> None:
+    """/metrics answers the loopback through nginx and counts exactly the requests that reached
+    the app; those nginx refused itself (413, /register) are not among them. Any other client
+    gets nginx's 403 and never reaches gunicorn."""
+    before = requests_by_route(scrape(proxied.base))
+    data = payload(7, LIMIT // 2)
+    up = requests.put(f"{proxied.base}/upload?name=m.bin", data=data, timeout=60)
+    assert up.status_code == 200, up.text
+    down = requests.get(f"{proxied.base}/download/{up.json()['file_hash']}", timeout=30)
+    assert down.status_code == 200 and down.content == data
+    assert requests.get(f"{proxied.base}/download/{'0' * 64}", timeout=10).status_code == 404
+    assert requests.get(f"{proxied.base}/no/such/path", timeout=10).status_code == 404
+    assert requests.get(f"{proxied.base}/files", timeout=10).status_code == 200
+    big = requests.put(f"{proxied.base}/upload?name=x", data=payload(8, LIMIT + 1), timeout=60)
+    assert big.status_code == 413  # nginx's
+    assert requests.post(f"{proxied.base}/register", json={}, timeout=10).status_code == 404
+    table = scrape(proxied.base)
+    after = requests_by_route(table)
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert delta == {
+        ("PUT", "/upload", "200"): 1,
+        ("GET", "/download/<string:file_hash>", "200"): 1,
+        ("GET", "/download/<string:file_hash>", "404"): 1,
+        ("GET", "unmatched", "404"): 1,
+        ("GET", "/files", "200"): 1,
+    }
+    assert value(table, "occ_upload_bytes_total") == len(data)  # a fresh stack: its bytes only
+    assert value(table, "occ_download_bytes_total") == len(data)
+
+    scrapes = [e for e in proxied.access_log() if e["path"] == "/metrics"]
+    status, headers = from_address("127.0.0.2", proxied.port, "/metrics", {})
+    assert status == 403 and headers["content-type"] == "application/json"
+    time.sleep(0.3)
+    assert [e for e in proxied.access_log() if e["path"] == "/metrics"] == scrapes

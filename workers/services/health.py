@@ -12,6 +12,7 @@ from typing import Any, cast
 from occ_storage.estimators import replication_bound
 from occ_storage.health import health_report, merge_securely, node_sketches_from_chunks
 from occ_storage.sketches import MergedSketch
+from workers import metrics
 from workers.runtime import Runtime
 from workers.state import keys
 
@@ -40,6 +41,7 @@ def refresh_merged_sketch(rt: Runtime) -> MergedSketch:
         p.set(keys.SKETCH_MERGED, merged.to_bytes())
         p.set(keys.SKETCH_NODES, json.dumps(meta))
         p.execute()
+    metrics.record_census(stats, now)
     return merged
 
 
@@ -87,13 +89,15 @@ def report(rt: Runtime, merged: MergedSketch, meta: dict[str, Any]) -> dict[str,
     s = rt.settings
     requested = int(meta.get("max_requested_r") or s.replication_factor)
     stored = sum(int(n["chunks"]) for n in meta["nodes"])  # replicas: >= the distinct chunks
-    return health_report(
+    rep = health_report(
         merged,
         s.replication_factor,
         s.health_slo,
         max_replication=replication_bound(requested),
         stored_chunks=stored,
     )
+    metrics.record_health(rep)
+    return rep
 
 
 def health_check(rt: Runtime) -> dict[str, Any]:

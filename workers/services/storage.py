@@ -10,6 +10,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from occ_protocol.status import Status
 from occ_storage.index import Manifest
+from workers import metrics
 from workers.nodes_config import has_chunk
 from workers.runtime import Runtime
 from workers.settings import write_quorum
@@ -51,6 +52,7 @@ def store_upload(
         expires_at=expires_at,
         expected_hash=expected_hash,
     )
+    metrics.UPLOAD_BYTES.inc(manifest.size)
     job_id = None
     if w < r:
         job_id = new_job(rt, "replicate", file_hash=manifest.file_hash, replication_factor=r)
@@ -80,7 +82,9 @@ def read_file(rt: Runtime, file_hash: str, start: int, end: int) -> Iterator[byt
         except Exception:  # the scrub finds it later; a read must not fail for this
             log.warning("could not queue repair", extra={"file_hash": file_hash})
 
-    return rt.store.read(file_hash, start, end, on_bad_replica=on_bad)
+    for block in rt.store.read(file_hash, start, end, on_bad_replica=on_bad):
+        metrics.DOWNLOAD_BYTES.inc(len(block))
+        yield block
 
 
 def summary(rt: Runtime, manifest: Manifest) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from occ_protocol.status import Status
+from workers import metrics
 from workers.state import keys
 
 # Forward-only compare-and-set: moves the status only to a strictly larger code, and never out
@@ -77,7 +78,10 @@ class Jobs:
         argv += ["owner", fields["owner"]]
         history = keys.history(owner) if owner else ""
         # _CREATE uses ARGV[2] (id) as the member and ARGV[4] (created_at) as the score
-        return bool(self._create(keys=[keys.job(job_id), history], args=argv))
+        created = bool(self._create(keys=[keys.job(job_id), history], args=argv))
+        if created:
+            metrics.JOBS.labels(status=str(int(status))).inc()
+        return created
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(keys.job(job_id))
@@ -104,7 +108,10 @@ class Jobs:
         res = self._advance(
             keys=[keys.job(job_id)], args=[int(status), f"{time.time():.6f}", reason, FINAL_CODES]
         )
-        return int(res) == 1
+        moved = int(res) == 1
+        if moved:
+            metrics.JOBS.labels(status=str(int(status))).inc()
+        return moved
 
     def update_data(self, job_id: str, **fields: Any) -> None:
         """Merge fields into the job's data (used for write-ahead records)."""

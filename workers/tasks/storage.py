@@ -12,6 +12,7 @@ import redis
 
 from occ_protocol.status import Status
 from occ_storage.errors import NodeError, UnknownFileError
+from workers import metrics
 from workers.celery_app import app
 from workers.runtime import get_runtime
 from workers.services.health import health_check, refresh_merged_sketch
@@ -120,6 +121,7 @@ def scrub_nodes() -> dict[str, int]:
             report = rt.store.scrub(random.Random(), rt.settings.scrub_budget_bytes)
     except LockBusyError:  # another scrub pass is running
         return {}
+    metrics.record_scrub(report)
     out = {k: int(v) for k, v in vars(report).items() if isinstance(v, int)}
     log.info("scrub pass %s", out, extra={"task": "scrub_nodes"})
     return out
