@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import requests
 from client.checks import check_hash
 from client.errors import ClientError, GatewayError, NetworkError
 from client.streams import BLOCK_SIZE, FilePart, MultipartStream, Progress, ProgressReader
-from occ_protocol.formats import is_file_hash
+from occ_protocol.formats import is_file_hash, is_job_id
 
 DEFAULT_GATEWAY = "http://localhost:5000"
 CONNECT_TIMEOUT = 10.0
@@ -314,6 +313,6 @@ class Gateway:
         return list(self.json("GET", "/getHistory", params=params))
 
     def job(self, job_id: str) -> dict[str, Any]:
-        if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        if not is_job_id(job_id):
             raise ClientError("job id must be 32 lowercase hex characters")
         return dict(self.json("GET", "/jobs/" + job_id))

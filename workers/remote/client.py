@@ -36,11 +36,11 @@ from typing import Any
 import requests
 
 from occ_protocol.formats import ADDRESS_RE
+from occ_storage.chunking import HASH_RE
 from workers.remote.guard import RemoteError, check_url, guarded_session
 
 QUOTE_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,128}")
 AMOUNT_RE = re.compile(r"[0-9]{1,78}")  # up to 2^256
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MAX_STATUS = 499
 MAX_LINK_OBJECTS = 10_000
 
@@ -133,7 +133,7 @@ class RemoteStorageClient:
                 or isinstance(length, bool)
                 or length < 0
                 or not isinstance(sha, str)
-                or SHA256_RE.fullmatch(sha) is None
+                or HASH_RE.fullmatch(sha) is None
             ):
                 raise ValueError(
                     "each file needs url, length >= 0 and a lowercase sha256 hex digest"
