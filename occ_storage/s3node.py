@@ -13,6 +13,8 @@ unless `checksum_sha256=False`, x-amz-checksum-sha256 (verified by AWS, MinIO an
 Ceph 16 in Debian 12 ignores it). It is durable when the store answers 200. Every GET verifies
 the SHA-256 as LocalDirNode does. Listings are paginated (1000 keys a page) and streamed.
 
+Over ~400 lines because every verb shares the claim protocol below; apart they would drift.
+
 Orphan-sweep safety without mtime/utime/rename (S3 has no atomic rename):
   put of a chunk already present:  HEAD chunk (or, with `conditional_put`, PUT If-None-Match: *
       answered 412) -> PUT a new claim -> HEAD chunk again; only a chunk found by that HEAD is
