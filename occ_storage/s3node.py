@@ -54,7 +54,9 @@ from occ_storage.nodes import NodeBase, check_id
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
-SLACK_S = 1.0  # S3 LastModified has whole seconds: anything within a second counts as fresh
+# S3 LastModified is truncated to whole seconds (up to 1 s early) and the store's clock may lag
+# ours: an object counts as fresh for SLACK_S beyond the age asked for
+SLACK_S = 2.0
 UNLIMITED_BYTES = 1 << 60  # free_bytes of a node without a configured capacity
 
 

@@ -169,7 +169,7 @@ def test_row1_fifty_concurrent_uploads(gateway: str, stack: Stack) -> None:
     """50 concurrent uploads of 1-16 MiB: 0 lost, 0 5xx, every download matches, r distinct nodes."""
     n = scale(50, 150)
     sizes = [int(s) for s in np.random.default_rng(17).integers(MiB, 16 * MiB + 1, n)]
-    assert sum(sizes) <= 8 * MiB * n  # ~397 MiB in the short version
+    # ~397 MiB in the short version, ~1.2 GiB under make chaos
     statuses: list[int] = []
 
     def one(i: int) -> dict[str, Any]:
