@@ -32,8 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eth_utils import is_checksum_address, to_checksum_address
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from web3 import Web3
 
 from occ_protocol.formats import ADDRESS_RE
 from workers.settings import ConfigError
@@ -59,26 +59,35 @@ class PaymentConfigError(ConfigError):
 # --- the schema ---------------------------------------------------------------------------------
 
 
+ADDRESS_ERRORS = {
+    "address": "Not a 0x-prefixed 20-byte hex address.",
+    "checksum": "Mixed-case address fails its EIP-55 checksum: check it for a typo "
+    "(all-lowercase skips the check).",
+    "zero": "Must not be the zero address.",
+}
+
+
 class Address(fields.String):
     """A 0x-prefixed 20-byte hex address, EIP-55-checked when mixed-case; loads checksummed."""
 
-    default_error_messages = {
-        "address": "Not a 0x-prefixed 20-byte hex address.",
-        "checksum": "Mixed-case address fails its EIP-55 checksum: check it for a typo "
-        "(all-lowercase skips the check).",
-        "zero": "Must not be the zero address.",
-    }
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error_messages.update(ADDRESS_ERRORS)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         if not ADDRESS_RE.fullmatch(text):
             raise self.make_error("address")
         digits = text[2:]
-        if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(text):
+        if (
+            digits != digits.lower()
+            and digits != digits.upper()
+            and not Web3.is_checksum_address(text)
+        ):
             raise self.make_error("checksum")
         if text.lower() == ZERO_ADDRESS:
             raise self.make_error("zero")
-        return str(to_checksum_address(text))
+        return str(Web3.to_checksum_address(text))
 
 
 def _int(lo: int, hi: int, **kwargs: Any) -> fields.Integer:
