@@ -24,6 +24,20 @@ case "$cmd" in
   api|private-api|worker|beat) fresh_metrics ;;
 esac
 
+# The configuration (settings and PAYMENT_CONFIG) is checked before the api and worker start: a
+# bad value stops the container with one line per error (exit 78) rather than a traceback at the
+# first paid request. The api needs no wallet key (--no-keys); the worker's key file must hold
+# each chain's gateway_address. A missing PAYMENT_CONFIG file is waited for CONFIG_WAIT seconds
+# (the dev chain writes it while the other containers start). RPC nodes are not asked here
+# (an RPC outage must not stop a restart): run `python -m workers.check --rpc` by hand.
+check_config() {
+  python -m workers.check --wait "${CONFIG_WAIT:-60}" "$@" >/dev/null
+}
+case "$cmd" in
+  api) check_config --no-keys ;;
+  worker) check_config ;;
+esac
+
 case "$cmd" in
   api)
     exec gunicorn --config scripts/gunicorn.conf.py --bind "0.0.0.0:${PORT:-5000}" "$@" api.wsgi:app

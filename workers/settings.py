@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,7 +88,7 @@ class Settings:
     public_base_url: str = ""
     private_base_url: str = ""
     rate_limit: str = "600/minute"
-    # Paid uploads (protocol.md)
+    # Paid uploads (protocol.md); the file is read by workers/payment_config.py
     payment_config_file: Path | None = None
     gateway_key_file: Path | None = None
     quote_ttl: int = 1800
@@ -114,16 +113,6 @@ class Settings:
 
     def node_dirs(self) -> list[Path]:
         return [self.storage_dir / f"node_{i:03d}" for i in range(self.num_nodes)]
-
-    def payment_config(self) -> dict[str, Any]:
-        """The chain/token configuration file (written by `python -m workers.chain.devchain`)."""
-        if self.payment_config_file is None:
-            return {}
-        try:
-            data: dict[str, Any] = json.loads(self.payment_config_file.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"PAYMENT_CONFIG cannot be read: {exc}") from None
-        return data
 
     def public_config(self) -> dict[str, Any]:
         """What /status shows of the configuration (no secrets)."""

@@ -2,8 +2,13 @@
 
 Usage:
     python -m workers.chain.devchain up --port 8545 --out data/devchain.json
+    python -m workers.chain.devchain up --port 8546 --chain-id 31338 --symbol USDT --decimals 6 \
+        --out data/devchain-b.json
     python -m workers.chain.devchain deploy --rpc http://127.0.0.1:8545 --out data/devchain.json
     python -m workers.chain.devchain path
+
+The file written is a valid PAYMENT_CONFIG (workers/payment_config.py) of one chain; the extra
+keys it holds (deployer, funded accounts, the public test user) are informational.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_node_deps.sh"
 
-CHAIN_ID = 31337
+CHAIN_ID = 31337  # anvil's default; `--chain-id` gives another
+TOKEN_NAME = "OCC Test Token"
+TOKEN_SYMBOL = "OCCT"
 # anvil's default mnemonic: its accounts and keys are public test fixtures, never real funds.
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 DEPLOYER_INDEX = 0  # owns the token; also the walk-through test user (protocol.md §2 key)
@@ -46,7 +53,8 @@ GATEWAY_INDEX = 1  # the approveAddress: sends transferFrom for payments and ref
 TREASURY_INDEX = 2  # receives payments; approves the gateway for refunds
 FUNDED_ACCOUNTS = range(5)  # #0..#4 each get MINT_PER_ACCOUNT tokens
 TOKEN_DECIMALS = 18
-MINT_PER_ACCOUNT = 1_000_000 * 10**TOKEN_DECIMALS
+MINT_WHOLE_TOKENS = 1_000_000  # per funded account, in whole tokens (x 10^decimals)
+MINT_PER_ACCOUNT = MINT_WHOLE_TOKENS * 10**TOKEN_DECIMALS  # of the default 18-decimal token
 MAX_UINT256 = 2**256 - 1
 
 
@@ -125,8 +133,9 @@ def start_anvil(
     timeout: float = 30.0,
     block_time: float | None = None,
     extra_args: Sequence[str] = (),
+    chain_id: int = CHAIN_ID,
 ) -> subprocess.Popen[bytes]:
-    """Start anvil (chain id 31337, default mnemonic, quiet) and return it once RPC answers.
+    """Start anvil (chain id ``chain_id``, default mnemonic, quiet) and return it once RPC answers.
 
     ``block_time`` None means automine (one block per transaction). The process runs in its
     own session, so a terminal's Ctrl-C reaches only its parent; stop it with stop_anvil().
@@ -138,7 +147,7 @@ def start_anvil(
         "--port",
         str(port),
         "--chain-id",
-        str(CHAIN_ID),
+        str(chain_id),
         "--mnemonic",
         DEFAULT_MNEMONIC,
         "--accounts",
@@ -169,7 +178,7 @@ def start_anvil(
                 detail = errors.read().decode(errors="replace").strip()[-2000:]
                 raise DevchainError(f"anvil exited with {proc.returncode}: {detail}")
             try:
-                if rpc_chain_id(rpc_url, timeout=1.0) == CHAIN_ID and proc.poll() is None:
+                if rpc_chain_id(rpc_url, timeout=1.0) == chain_id and proc.poll() is None:
                     return proc
             except (OSError, ValueError, KeyError):
                 pass
@@ -231,21 +240,40 @@ def write_secret(path: Path, secret: str) -> None:
         os.close(fd)
 
 
-def deploy_token(w3: Web3, owner: LocalAccount, artifact: dict[str, Any] | None = None) -> str:
-    """Deploy a fresh TestToken owned by ``owner``; return its checksummed address."""
+def deploy_token(
+    w3: Web3,
+    owner: LocalAccount,
+    artifact: dict[str, Any] | None = None,
+    *,
+    name: str = TOKEN_NAME,
+    symbol: str = TOKEN_SYMBOL,
+    decimals: int = TOKEN_DECIMALS,
+) -> str:
+    """Deploy a fresh TestToken(name, symbol, decimals) owned by ``owner``; return its address."""
+    if not 0 <= decimals <= 36:
+        raise DevchainError(f"decimals must be between 0 and 36, got {decimals}")
     artifact = artifact or load_token_artifact()
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    tx = factory.constructor().build_transaction({"from": owner.address, "gas": 3_000_000})
+    tx = factory.constructor(name, symbol, decimals).build_transaction(
+        {"from": owner.address, "gas": 3_000_000}
+    )
     nonce = w3.eth.get_transaction_count(owner.address, "pending")
     tx_hash = send_transaction(w3, owner, {"data": tx["data"], "gas": tx["gas"]}, nonce)
     (receipt,) = _wait_ok(w3, [tx_hash], "token deployment")
     return Web3.to_checksum_address(receipt["contractAddress"])
 
 
-def deploy(rpc_url: str, out_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Deploy TestToken on the node at ``rpc_url``, fund accounts and write the config file.
+def deploy(
+    rpc_url: str,
+    out_path: str | os.PathLike[str],
+    *,
+    name: str = TOKEN_NAME,
+    symbol: str = TOKEN_SYMBOL,
+    decimals: int = TOKEN_DECIMALS,
+) -> dict[str, Any]:
+    """Deploy TestToken(name, symbol, decimals) at ``rpc_url``, fund accounts, write the config.
 
-    Mints 1,000,000 OCCT to accounts #0..#4, makes the treasury (#2) approve the gateway
+    Mints 1,000,000 whole tokens to accounts #0..#4, makes the treasury (#2) approve the gateway
     wallet (#1) for refunds (max allowance), writes the gateway key to
     ``<out stem>.gateway.key`` (mode 0600) and the config JSON to ``out_path``.
     Returns the config dict (the same as the JSON file).
@@ -258,14 +286,16 @@ def deploy(rpc_url: str, out_path: str | os.PathLike[str]) -> dict[str, Any]:
     gateway = dev_account(GATEWAY_INDEX)
     treasury = dev_account(TREASURY_INDEX)
 
-    token_address = deploy_token(w3, deployer, artifact)
+    token_address = deploy_token(
+        w3, deployer, artifact, name=name, symbol=symbol, decimals=decimals
+    )
     token = w3.eth.contract(address=token_address, abi=artifact["abi"])  # type: ignore[call-overload]
 
     hashes = []
     nonce = int(w3.eth.get_transaction_count(deployer.address, "pending"))
     for index in FUNDED_ACCOUNTS:
         to = dev_account(index).address
-        data = token.encode_abi("mint", args=[to, MINT_PER_ACCOUNT])
+        data = token.encode_abi("mint", args=[to, MINT_WHOLE_TOKENS * 10**decimals])
         hashes.append(send_transaction(w3, deployer, {"to": token_address, "data": data}, nonce))
         nonce += 1
     _wait_ok(w3, hashes, "mint")
@@ -324,10 +354,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    proc = start_anvil(args.port, args.host)
+    proc = start_anvil(args.port, args.host, chain_id=args.chain_id)
     try:
         rpc_url = f"http://{args.host}:{args.port}"
-        config = deploy(rpc_url, args.out)
+        config = deploy(rpc_url, args.out, **_token_args(args))
         print(_summary(config), flush=True)
         print(f"config written to {args.out}", flush=True)
         while not stop:
@@ -340,8 +370,27 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stop_anvil(proc)
 
 
+def _token_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"name": args.name, "symbol": args.symbol, "decimals": args.decimals}
+
+
+def _add_token_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=TOKEN_NAME, help=f"token name (default {TOKEN_NAME!r})")
+    p.add_argument("--symbol", default=TOKEN_SYMBOL, help=f"token symbol (default {TOKEN_SYMBOL})")
+    p.add_argument(
+        "--decimals",
+        type=int,
+        choices=range(37),
+        metavar="0..36",
+        default=TOKEN_DECIMALS,
+        help=f"token decimals (default {TOKEN_DECIMALS})",
+    )
+
+
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    config = deploy(args.rpc, args.out)
+    if args.chain_id is not None and rpc_chain_id(args.rpc) != args.chain_id:
+        raise DevchainError(f"{args.rpc} does not serve chain {args.chain_id}")
+    config = deploy(args.rpc, args.out, **_token_args(args))
     print(_summary(config))
     return 0
 
@@ -354,9 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8545)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--out", default="data/devchain.json")
+    up.add_argument("--chain-id", type=int, default=CHAIN_ID, help=f"default {CHAIN_ID}")
+    _add_token_args(up)
     dep = sub.add_parser("deploy", help="deploy to a running node and write the config")
     dep.add_argument("--rpc", default="http://127.0.0.1:8545")
     dep.add_argument("--out", default="data/devchain.json")
+    dep.add_argument(
+        "--chain-id", type=int, default=None, help="refuse a node serving another chain id"
+    )
+    _add_token_args(dep)
     sub.add_parser("path", help="print the anvil binary path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

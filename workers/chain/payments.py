@@ -56,6 +56,14 @@ class ChainUnavailableError(PaymentError):
     """The RPC node did not answer (connection refused, timeout): transient, retry later."""
 
 
+class WrongChainError(ChainUnavailableError):
+    """The RPC node serves another chain than the configured one: nothing is read or sent there.
+
+    Transient like an unreachable node (the operator fixes the RPC URL, the task retries), so a
+    quote is never failed, charged or refunded on the wrong network's answers.
+    """
+
+
 class NonceConflictError(PaymentError):
     """Another transaction with the same account nonce is pending: transient, retry later.
 
@@ -238,7 +246,9 @@ class TokenPayments:
 
     ``nonce_lock`` serialises account-nonce allocation across processes: a context manager
     (e.g. a redis-py Lock, re-entered on each use) or a zero-argument factory returning one.
-    The default is a process-local lock, enough for one process only.
+    The default is a process-local lock, enough for one process only. ``chain_id`` is the
+    configured chain: every transaction is signed for it (EIP-155, so it is invalid anywhere
+    else) after the node confirmed it serves that chain (WrongChainError otherwise).
     """
 
     def __init__(
@@ -251,6 +261,7 @@ class TokenPayments:
         confirmations: int = 1,
         *,
         nonce_lock: NonceLock | None = None,
+        chain_id: int | None = None,
     ) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")
@@ -263,6 +274,7 @@ class TokenPayments:
         self.confirmations = confirmations
         self._nonce_lock: NonceLock = nonce_lock if nonce_lock is not None else threading.Lock()
         self._held = threading.local()
+        self.expected_chain_id = chain_id
         self._chain_id: int | None = None
 
     # --- reads ----------------------------------------------------------------------------
@@ -270,9 +282,25 @@ class TokenPayments:
     @property
     def chain_id(self) -> int:
         if self._chain_id is None:
-            with _chain_errors():
-                self._chain_id = int(self.w3.eth.chain_id)
+            self.verify_chain()
+        assert self._chain_id is not None
         return self._chain_id
+
+    def verify_chain(self) -> int:
+        """Ask the node for its chain id (eth_chainId) and return it.
+
+        Raises WrongChainError if it is not the configured ``chain_id``, ChainUnavailableError
+        if the node does not answer.
+        """
+        with _chain_errors():
+            served = int(self.w3.eth.chain_id)
+        if self.expected_chain_id is not None and served != self.expected_chain_id:
+            raise WrongChainError(
+                f"the RPC node serves chain {served}, not the configured chain "
+                f"{self.expected_chain_id}"
+            )
+        self._chain_id = served
+        return served
 
     def allowance(self, owner: str, spender: str | None = None) -> int:
         """Return allowance(owner, spender or the gateway wallet), in smallest units."""
@@ -372,7 +400,9 @@ class TokenPayments:
                 "to": self.token_address,
                 "data": data,
                 "value": 0,
-                "chainId": self.chain_id,
+                # re-asked per transaction when configured: an RPC URL now serving another
+                # network is refused before anything is signed
+                "chainId": self.verify_chain() if self.expected_chain_id else self.chain_id,
                 "nonce": self.next_nonce() if nonce is None else int(nonce),
             }
             if gas is None:

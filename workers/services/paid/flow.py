@@ -75,16 +75,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 def payments_for(rt: Runtime, data: dict[str, Any]) -> TokenPayments:
-    """The TokenPayments of a quote's chain and token."""
+    """The TokenPayments of a quote's chain and token (its RPC checked to serve that chain)."""
     option = find_option(payment_options(rt.settings), int(data["chainId"]), data["tokenAddress"])
-    return gateway.payments_for(
-        rt,
-        option.chain_id,
-        option.address,
-        option.rpc_url,
-        option.gateway_address,
-        option.treasury_address,
-    )
+    return gateway.payments_for(rt, option)
 
 
 class PollLater(Exception):

@@ -8,15 +8,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from occ_protocol.formats import ADDRESS_RE, is_quote_id
-from occ_protocol.signatures import (
-    SignatureError,
-    address_bytes,
-    normalize_address,
-)
+from occ_protocol.signatures import address_bytes, normalize_address
 from occ_protocol.status import Status
+from workers.payment_config import load_payment_config
 from workers.remote.client import RemoteStorageClient
 from workers.remote.guard import RemoteError
 from workers.services.paid.errors import (
@@ -52,6 +50,8 @@ class TokenOption:
     rpc_url: str
     gateway_address: str  # the approveAddress
     treasury_address: str
+    confirmations: int = 1  # the chain's, else CONFIRMATIONS
+    gateway_key_file: Path | None = None  # the chain's, else GATEWAY_KEY_FILE
 
 
 def parse_price(text: str, symbol: str) -> Decimal:
@@ -69,10 +69,10 @@ def parse_price(text: str, symbol: str) -> Decimal:
         if symbol.upper() not in prices:
             raise ConfigError(f"PRICE_PER_GIB_MONTH has no price for {symbol}")
         raw = prices[symbol.upper()]
-    return _decimal(raw, "PRICE_PER_GIB_MONTH")
+    return parse_decimal(raw, "PRICE_PER_GIB_MONTH")
 
 
-def _decimal(raw: str, name: str) -> Decimal:
+def parse_decimal(raw: str, name: str) -> Decimal:
     try:
         value = Decimal(raw)
     except InvalidOperation:
@@ -85,41 +85,32 @@ def _decimal(raw: str, name: str) -> Decimal:
 def payment_options(settings: Settings) -> list[TokenOption]:
     """Return the accepted (chain, token) pairs of the payment configuration (PAYMENT_CONFIG).
 
-    The file is the one workers/devchain.py writes: ``{chain_id, rpc_url, token: {address,
-    symbol, decimals}, gateway_address, treasury_address}``; a ``tokens`` list may replace
-    ``token`` and a ``chains`` list may hold several such objects. Empty if unconfigured.
+    The file is validated by workers/payment_config.py (one chain object, as the dev chain
+    writes it, or ``{"chains": [...]}``); a token without its own ``price_per_gib_month`` takes
+    PRICE_PER_GIB_MONTH. Empty if unconfigured; ConfigError if the file or a price is invalid.
     """
-    config = settings.payment_config()
-    if not config:
-        return []
     options = []
-    for chain in config.get("chains") or [config]:
-        try:
-            chain_id = int(chain["chain_id"])
-            tokens = chain.get("tokens") or [chain["token"]]
-            for token in tokens:
-                symbol = str(token.get("symbol") or "TOKEN")
-                price = (
-                    _decimal(str(token["price_per_gib_month"]), "price_per_gib_month")
-                    if "price_per_gib_month" in token
-                    else parse_price(settings.price_per_gib_month, symbol)
+    for chain in load_payment_config(settings).chains:
+        for token in chain.tokens:
+            price = (
+                token.price_per_gib_month
+                if token.price_per_gib_month is not None
+                else parse_price(settings.price_per_gib_month, token.symbol)
+            )
+            options.append(
+                TokenOption(
+                    chain_id=chain.chain_id,
+                    address=token.address,
+                    symbol=token.symbol,
+                    decimals=token.decimals,
+                    price_per_gib_month=price,
+                    rpc_url=chain.rpc_url,
+                    gateway_address=chain.gateway_address,
+                    treasury_address=chain.treasury_address,
+                    confirmations=chain.confirmations,
+                    gateway_key_file=chain.gateway_key_file,
                 )
-                options.append(
-                    TokenOption(
-                        chain_id=chain_id,
-                        address=normalize_address(token["address"]),
-                        symbol=symbol,
-                        decimals=int(token.get("decimals", 18)),
-                        price_per_gib_month=price,
-                        rpc_url=str(chain.get("rpc_url", "")),
-                        gateway_address=normalize_address(chain["gateway_address"]),
-                        treasury_address=normalize_address(chain["treasury_address"]),
-                    )
-                )
-        except (KeyError, TypeError, ValueError, SignatureError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"PAYMENT_CONFIG is malformed: {type(exc).__name__}") from None
+            )
     return options
 
 
@@ -263,7 +254,7 @@ def create_quote(
             duration,
             option.price_per_gib_month,
             option.decimals,
-            _decimal(settings.min_price, "MIN_PRICE"),
+            parse_decimal(settings.min_price, "MIN_PRICE"),
         )
     else:
         body = {
