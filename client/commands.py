@@ -7,10 +7,10 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -18,8 +18,9 @@ from client.cache import load_quote, save_quote
 from client.checks import check_address, check_quote_id
 from client.config import DEFAULT_DURATION, SECONDS_PER_DAY, Config, emit
 from client.erc20 import format_units
-from client.errors import ClientError
+from client.errors import ClientError, GatewayError
 from client.keys import new_nonce, sign_request
+from occ_protocol.formats import NONCE_USED_MESSAGE
 from occ_protocol.signatures import signed_text
 from occ_protocol.status import Status, is_final, status_name
 
@@ -184,11 +185,41 @@ def cmd_status(cfg: Config) -> int:
     return 0
 
 
-def signed_link(cfg: Config, quote_id: str, after: str | None = None) -> list[dict[str, Any]]:
+T = TypeVar("T")
+#: Times a signed call is signed again after the gateway answered that its nonce was used.
+NONCE_RETRIES = 3
+
+
+def signed_call(
+    cfg: Config, quote_id: str, call: Callable[[str, str], T], after: str | None = None
+) -> T:
+    """Sign (quoteId, nonce) with a fresh nonce and make ``call(nonce, signature)``.
+
+    Another client of the same wallet may have taken the current second (Ocean's uploader.js
+    signs with ``Math.round(Date.now() / 1000)``, up to half a second ahead of the clock); the
+    gateway then answers 409 "Nonce already used" and changes nothing, so the call is signed
+    again in a later second, at most NONCE_RETRIES times.
+    """
     account = cfg.account()
-    nonce = new_nonce(account.address, after)
-    signature = sign_request(bytes(account.key), quote_id, nonce)
-    return cfg.gateway.get_link(quote_id, nonce, signature)
+    for attempt in range(NONCE_RETRIES + 1):
+        nonce = new_nonce(account.address, after)
+        signature = sign_request(bytes(account.key), quote_id, nonce)
+        try:
+            return call(nonce, signature)
+        except GatewayError as e:
+            used = e.http_status == 409 and e.message.startswith(NONCE_USED_MESSAGE)
+            if not used or attempt == NONCE_RETRIES:
+                raise
+            cfg.report.say(
+                f"nonce {nonce} was already used for this wallet (another client?); "
+                "signing again in the next second"
+            )
+            after = nonce
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def signed_link(cfg: Config, quote_id: str, after: str | None = None) -> list[dict[str, Any]]:
+    return signed_call(cfg, quote_id, lambda n, sig: cfg.gateway.get_link(quote_id, n, sig), after)
 
 
 def cmd_link(cfg: Config) -> int:
@@ -259,11 +290,16 @@ def cmd_upload_paid(cfg: Config) -> int:
         cfg.report.say(
             f"approve transaction {approval['txHash']} mined in block {approval['blockNumber']}"
         )
-    nonce = new_nonce(account.address)
-    signature = sign_request(bytes(account.key), quote_id, nonce)
     total = sum(Path(f).stat().st_size for f in args.file)
-    with cfg.report.bar(total, "upload") as progress:
-        answer = cfg.gateway.upload_paid(quote_id, nonce, signature, args.file, progress)
+    used: list[str] = []
+
+    def upload(nonce: str, signature: str) -> dict[str, Any]:
+        used.append(nonce)
+        with cfg.report.bar(total, "upload") as progress:
+            return cfg.gateway.upload_paid(quote_id, nonce, signature, args.file, progress)
+
+    answer = signed_call(cfg, quote_id, upload)
+    nonce = used[-1]
     cfg.report.say(
         f"uploaded {len(args.file)} file(s), {total} bytes: {answer.get('message', 'accepted')}"
     )
@@ -372,10 +408,14 @@ def cmd_status_network(cfg: Config) -> int:
 
 def cmd_history(cfg: Config) -> int:
     """The wallet's quotes, newest first (GET /getHistory, signed over an empty quoteId)."""
-    account = cfg.account()
-    nonce = new_nonce(account.address)
-    signature = sign_request(bytes(account.key), "", nonce)
-    emit(cfg.gateway.history(account.address, nonce, signature, cfg.args.page, cfg.args.page_size))
+    address = cfg.account().address
+    emit(
+        signed_call(
+            cfg,
+            "",
+            lambda n, sig: cfg.gateway.history(address, n, sig, cfg.args.page, cfg.args.page_size),
+        )
+    )
     return 0
 
 

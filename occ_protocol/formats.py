@@ -14,6 +14,11 @@ QUOTE_ID_RE = re.compile(r"[0-9a-fA-F]{32}")  # quoteId of the built-in occ type
 FILE_HASH_RE = re.compile(r"[0-9a-fA-F]{64}")  # SHA-256 hex of a file or chunk
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 
+#: The start of the gateway's 409 message when a nonce is not larger than the wallet's last one;
+#: the client signs again in a later second when it reads it (another client of the wallet,
+#: Ocean's uploader.js for one, may have taken the current second).
+NONCE_USED_MESSAGE = "Nonce already used"
+
 
 def _full(pattern: re.Pattern[str], value: object) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None

@@ -199,12 +199,16 @@ def health_report(
     if not 0.0 <= slo_fraction <= 1.0:
         raise ValueError("slo_fraction must be in [0, 1]")
     levels = merged.level_counts()
-    est: ProfileEstimate = estimate_profile(
-        levels, method, rng=rng, max_replication=max_replication
-    )
-    tau = merged.tau
     load = overload_of(levels)
     over = bool(load["overloaded"])
+    # an overloaded sketch publishes only its certain bounds: the bootstrap would buy nothing
+    est: ProfileEstimate = estimate_profile(
+        levels,
+        "mle" if over and method == "auto" else method,
+        rng=rng,
+        max_replication=max_replication,
+    )
+    tau = merged.tau
     occupied = int(merged.n_prime - levels[0])
     union = est.union()
     empty = union.estimate <= 0.0

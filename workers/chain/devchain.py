@@ -9,6 +9,9 @@ Usage:
 
 The file written is a valid PAYMENT_CONFIG (workers/payment_config.py) of one chain; the extra
 keys it holds (deployer, funded accounts, the public test user) are informational.
+
+Over ~400 lines because the CLI, anvil's lifecycle (free port, start, wait, stop) and the
+token deployment share one config file format and one process handling; apart they would drift.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -461,6 +462,47 @@ def test_a_nonce_far_ahead_of_the_clock_is_refused_not_copied(tmp_path: Path) ->
             ADDR0, "1700000000000", path=tmp_path / "n.json", clock=clock.time, sleep=clock.sleep
         )
     assert clock.slept == []
+
+
+def test_a_call_whose_nonce_another_client_took_is_signed_again_in_a_later_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ocean's uploader.js signs with Math.round(now), up to half a second ahead: our next call
+    in that second gets 409 "Nonce already used". It is signed again in a later second; any
+    other 4xx, and a fourth clash, are reported as they are."""
+    clock = FakeClock(1_700_000_000.2)
+    take = functools.partial(
+        nonces.next_nonce, path=tmp_path / "n.json", clock=clock.time, sleep=clock.sleep
+    )
+    monkeypatch.setattr(nonces, "next_nonce", take)
+    account = keys.load_account(KEY0, "test")
+    said: list[str] = []
+    cfg: Any = type("Cfg", (), {"account": lambda self: account})()
+    cfg.report = type("R", (), {"say": lambda self, m: said.append(m)})()
+    server_last = 1_700_000_000  # taken by the other client in this second
+    calls: list[tuple[str, str]] = []
+
+    def link(nonce: str, signature: str) -> str:
+        calls.append((nonce, signature))
+        if int(nonce) <= server_last:
+            raise GatewayError(409, "Nonce already used: it must be greater than the last one")
+        return nonce
+
+    assert commands.signed_call(cfg, VECTOR_QUOTE, link) == "1700000001"
+    assert [n for n, _ in calls] == ["1700000000", "1700000001"]
+    assert calls[1][1] == sign_text(KEY0, signed_text(VECTOR_QUOTE, "1700000001"))
+    assert len(said) == 1 and "signing again" in said[0]
+    assert int(clock.now) == 1_700_000_001  # waited for the second, never signed ahead of it
+
+    def other(nonce: str, signature: str) -> str:
+        raise GatewayError(409, "Quote already used")
+
+    with pytest.raises(GatewayError, match="Quote already used"):
+        commands.signed_call(cfg, VECTOR_QUOTE, other)
+    server_last = 10**10
+    with pytest.raises(GatewayError, match="Nonce already used"):
+        commands.signed_call(cfg, VECTOR_QUOTE, link)
+    assert len(calls) == 2 + 1 + commands.NONCE_RETRIES
 
 
 # --- argument parsing ------------------------------------------------------------------------------

@@ -258,7 +258,9 @@ def test_bootstrap_covers_small_counts() -> None:
     z = levels_of(draw("mixed", 50, rng), 1_000, TAU, rng)
     assert estimate_profile(z, rng=rng, max_replication=None).method == "bootstrap"
     z = levels_of(draw("mixed", 5_000, rng), N_PRIME, TAU, rng)
-    assert estimate_profile(z, max_replication=NODES).method == "mle"
+    assert estimate_profile(z, max_replication=None).method == "mle"
+    # with a bound, "auto" calibrates the MLE's intervals by its bootstrap at every size
+    assert estimate_profile(z, max_replication=NODES).method == "bootstrap"
 
 
 # --------------------------------------------------------------------------- small sketches

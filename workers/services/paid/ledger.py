@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from occ_protocol.formats import NONCE_USED_MESSAGE
 from occ_protocol.signatures import (
     SignatureError,
     is_valid_nonce,
@@ -139,5 +140,5 @@ def claim_nonce(rt: Runtime, address: str, nonce: str) -> None:
     value = int(nonce)
     last = ledger.last_nonce(address)
     if (last is not None and value <= last) or not rt.jobs.claim_nonce(address, nonce):
-        raise NonceUsedError("Nonce already used: it must be greater than the last one")
+        raise NonceUsedError(f"{NONCE_USED_MESSAGE}: it must be greater than the last one")
     ledger.record_nonce(address, value)
