@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "Estimators: **constrained MLE** = censored compound-Poisson likelihood, λ_l ≥ 0, classes "
         "fixed at 0 one at a time while the likelihood-ratio statistic stays below 2, estimate "
         "and covariance averaged over the models visited (Buckland et al. 1997), Fisher "
-        "intervals minus diag(n̂); this is what `health_report` uses. In small sketches "
+        "intervals minus diag(n̂) (the table below grades these). `health_report` publishes the same estimate with the basic intervals of its parametric bootstrap (each replicate refitted the same way), which follow the skew of the error (issue 12 item 6). In small sketches "
         f"(N' < {SMALL_SKETCH_REGISTERS:,} or Z_0 < {SMALL_SKETCH_EMPTY:,}) every interval is the "
         "hull of that interval, the full-support fit's interval (no selection) and the "
         f"interval of every model on the path within ΔAIC ≤ {HULL_DELTA_AIC:g} of the best: "
