@@ -709,8 +709,9 @@ def estimate_profile(
     intervals of the MLE are symmetric, but its error is not: registers censored at τ hold a
     right-skewed, lattice-valued number of chunks, and the support selection (a spurious class
     kept or a real one dropped) shifts Û one way. With the Wald interval 3.8% of the truths lay
-    above the 95% interval and 0.3% below (r3, N' = 10^4, λ = 0.5-2); with the bootstrap each
-    side misses in 1.5-3.5% (tests/unit/occ_storage/test_health_bounds.py). The point estimate
+    above the 95% interval and 0.3% below (r3, N' = 10^4, λ = 0.5-2); with the bootstrap 2.0%
+    above and 1.0% below, where the lower bound is nearly certain, and 1.8-3.2% on each side
+    after node failures (tests/unit/occ_storage/test_health_bounds.py). The point estimate
     is the MLE either way. Cost: `bootstrap_reps` refits of ~1-2 ms and placements of O(N' + U)
     each, ~0.2-1 s, which is why /status serves the report beat refreshes.
 
