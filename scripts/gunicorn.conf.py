@@ -23,6 +23,10 @@ keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # the two workers recycled every ~4 s under load and getQuote's p99 was 1.55 s (bench/README.md);
 # 20000 keeps the leak guard and puts the stall beyond the 99th percentile.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
+# The app is imported once, in the master: a recycled worker is a fork (milliseconds), not a
+# 1.5 s import (web3, celery) during which its share of the load waits. Everything made at
+# import is fork-safe: connections and thread pools are made lazily and checked against the pid.
+preload_app = True
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)
 limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
@@ -54,14 +58,16 @@ access_log_format = json.dumps(
 
 
 class JsonAtoms(dict):  # type: ignore[type-arg]
-    """Log atoms escaped for a JSON string; a missing atom is "-" (as gunicorn's SafeAtoms)."""
+    """Log atoms escaped for a JSON string; a missing atom is "-" (as gunicorn's SafeAtoms).
 
-    def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
-        super().__init__({k: json.dumps(str(v))[1:-1] for k, v in atoms.items()})
+    Escaped when the format reads them: gunicorn passes every request header and environ key
+    (~40 atoms) and the format uses 13 (escaping them all was 5% of a getStatus request's CPU).
+    """
 
     def __getitem__(self, key: str) -> str:
         key = key.lower() if key.startswith("{") else key
-        return str(super().get(key, "-"))
+        value = super().get(key)
+        return "-" if value is None else json.dumps(str(value))[1:-1]
 
 
 class JsonLogger(Logger):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import socket
 import subprocess
@@ -291,3 +292,14 @@ def test_invalid_setting_stops_start_up_with_a_clear_message() -> None:
     )
     assert worker.returncode != 0
     assert "configuration error: REPLICATION_FACTOR must be between 1 and 3, got 5" in worker.stderr
+
+
+def test_gunicorn_access_log_atoms_are_json_escaped_when_read() -> None:
+    conf = runpy.run_path(str(ROOT / "scripts" / "gunicorn.conf.py"))
+    assert conf["preload_app"] is True  # a recycled worker is a fork, not a fresh import
+    atoms = conf["JsonAtoms"]({"U": '/a"b\\c\n', "a": "x\x01y", "{x-request-id}i": "r1", "s": 200})
+    line = conf["access_log_format"] % atoms
+    entry = json.loads(line)  # still one valid JSON object
+    assert entry["path"] == '/a"b\\c\n' and entry["user_agent"] == "x\x01y"
+    assert entry["status"] == "200" and entry["forwarded_for"] == "-"  # missing atom
+    assert entry["request_id"] == "r1"

