@@ -51,7 +51,9 @@ from tests.fixtures.services import (  # noqa: E402
     RedisServer,
     Stack,
     free_port,
+    port_open,
     stack_env,
+    wait_for,
 )
 
 MIB = 1024 * 1024
@@ -152,6 +154,79 @@ def multipart_parse_mbps(src: Path) -> float:
             fs.close()
     path.unlink()
     return length / dt / 1e6
+
+
+def client_download_mbps(src: Path, tmp: Path) -> float | None:
+    """The download client alone: curl to a file from nginx serving `src` from the page cache
+    with sendfile(2), best of 2. No server can deliver more through this client on this
+    machine. None without nginx or curl."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not (os.path.exists(nginx) and shutil.which("curl")):
+        return None
+    d = tmp / "nginx-limit"
+    d.mkdir()
+    port = free_port()
+    temps = " ".join(
+        f"{k}_temp_path {d};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (d / "nginx.conf").write_text(
+        ("user root root;\n" if os.geteuid() == 0 else "")  # tmp is private to its owner
+        + f"worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n"
+        + "events { worker_connections 16; }\n"
+        + f"http {{ access_log off; sendfile on; {temps}\n"
+        + f"  server {{ listen 127.0.0.1:{port}; root {src.parent}; }} }}\n"
+    )
+    proc = subprocess.Popen(
+        [nginx, "-c", str(d / "nginx.conf"), "-p", str(d), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = tmp / "limit-download.bin"
+    best = 0.0
+    try:
+        wait_for(lambda: port_open(port), 20, "nginx")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            cmd = ["curl", "-sS", "--fail", "-o", str(out), f"http://127.0.0.1:{port}/{src.name}"]
+            subprocess.run(cmd, check=True, timeout=600)
+            best = max(best, out.stat().st_size / (time.perf_counter() - t0) / 1e6)
+            out.unlink()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return best
+
+
+def bare_flask_rps(env: dict[str, str], seconds: float, conc: int, tmp: Path) -> float | None:
+    """wrk against bench/bare_app.py (one trivial JSON route) on the gateway's gunicorn settings:
+    the framework's ceiling for any JSON route on this machine. None without wrk."""
+    if not shutil.which("wrk"):
+        return None
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--config",
+            "scripts/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--chdir",
+            str(ROOT / "bench"),
+            "bare_app:app",
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: port_open(port), 60, "bare gunicorn")
+        return float(run_wrk(f"http://127.0.0.1:{port}/status", seconds, conc, 2, None, tmp)["rps"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -614,6 +689,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw write {raw_fdatasync_write_mbps:.0f} MB/s, sha256 {sha256_one_core_mbps:.0f} MB/s, "
             "loopback {loopback_tcp_mbps:.0f} MB/s".format(**lim)
         )
+        src_lim = tmp / "limit-src.bin"
+        make_file(src_lim, 7, lim_size)
+        lim["curl_to_file_mbps"] = client_download_mbps(src_lim, tmp)
+        src_lim.unlink()
+        if lim["curl_to_file_mbps"] is not None:
+            progress(f"curl to a file from nginx (sendfile) {lim['curl_to_file_mbps']:.0f} MB/s")
         src_mp = tmp / "mp.bin"
         make_file(src_mp, 1, mp_size)
         lim["multipart_parse_mbps"] = multipart_parse_mbps(src_mp)
@@ -723,6 +804,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig["upload_4k"] = threads_load(put4k, wrk_s, conc)
         progress(f"  {fig['upload_4k']['rps']:.0f} /s ({fig['upload_4k']['non_2xx']} non-2xx)")
 
+        if have_wrk:
+            progress(f"limit: a trivial Flask route on the same gunicorn, wrk -c{conc} ...")
+            lim["bare_flask_rps"] = bare_flask_rps(dict(stack.env), wrk_s, conc, tmp)
+            progress(f"  {lim['bare_flask_rps']:.0f} req/s")
         if chain_cfg is not None:
             user = chain_cfg.get("test_user", {}).get("address") or chain_cfg["gateway_address"]
             qbody = {
@@ -962,19 +1047,21 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         mp,
         "MB/s",
         0.7 * parse,
-        f"multipart parse {parse:.0f} MB/s",
+        f"multipart parse {parse:.0f} MB/s (r=3 disk bound: fdatasync/3 = {raw / 3:.0f})",
         mp >= 0.7 * parse,
         mp / parse,
     )
     down = fig[f"download_{big}_verified"]["mbps"]
     sha = lim["sha256_one_core_mbps"]
+    curl = lim.get("curl_to_file_mbps")
+    client = f"; curl to a file alone {curl:.0f} MB/s" if curl else ""
     need = max(0.5 * sha, 10 * SEED_DOWNLOAD_MBPS)
     add(
         f"download {bl} verified",
         down,
         "MB/s",
         need,
-        f"sha256 1 core {sha:.0f} MB/s, 10x seed 50",
+        f"sha256 1 core {sha:.0f} MB/s, 10x seed 50{client}",
         down >= need and fig[f"download_{big}_verified"]["verified"],
         down / sha,
     )
@@ -988,6 +1075,8 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         u4["rps"] >= 1000 and u4["non_2xx"] == 0,
         u4["rps"] / 1000,
     )
+    floor = lim.get("bare_flask_rps")
+    bare = f"trivial Flask route {floor:.0f} req/s" if floor else "—"
     q = fig["getQuote"]
     if "rps" in q:
         ok = q["p99_ms"] < 20 and q["rps"] >= 1500 and q["non_2xx"] == 0
@@ -996,7 +1085,7 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
             q["rps"],
             "req/s",
             1500,
-            "p99 < 20 ms",
+            f"p99 < 20 ms; {bare}",
             ok,
             q["rps"] / 1500,
         )
@@ -1007,7 +1096,7 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
             s["rps"],
             "req/s",
             3000,
-            "—",
+            bare,
             s["rps"] >= 3000 and s["non_2xx"] == 0,
             s["rps"] / 3000,
         )
@@ -1034,11 +1123,12 @@ def table(res: dict[str, Any]) -> str:
         f"machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, disk {m['disk']}; "
         f"load {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end",
         "",
-        "| limit (same run) | MB/s |",
+        "| limit (same run) | value |",
         "|---|---:|",
     ]
     for k, v in res["limits"].items():
-        lines.append(f"| {k} | {v:.0f} |")
+        unit = "req/s" if k.endswith("_rps") else "MB/s"
+        lines.append(f"| {k} | {'n/a' if v is None else f'{v:.0f} {unit}'} |")
     lines += ["", "| figure | MB/s | s |", "|---|---:|---:|"]
     for k, v in fig.items():
         if isinstance(v, dict) and "mbps" in v:

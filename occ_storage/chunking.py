@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from occ_storage.errors import InvalidHashError
 
@@ -92,18 +94,55 @@ class ChunkedReader:
         self._started = True
         buf = bytearray(self.chunk_size)
         view = memoryview(buf)
-        file_hash = self._file
-        while True:
-            n = read_full(self.stream, view)
-            if n == 0:
-                break
-            data = bytes(view[:n])
-            file_hash.update(data)
-            yield Chunk(hashlib.sha256(data).hexdigest(), data, self.size)
-            self.size += n
-            if n < self.chunk_size:
-                break
+        feed: _Feeder | None = None
+        try:
+            while True:
+                n = read_full(self.stream, view)
+                if n == 0:
+                    break
+                data = bytes(view[:n])
+                if feed is None and n == self.chunk_size:
+                    feed = _Feeder(self._file)  # more than one chunk may follow
+                if feed is None:
+                    self._file.update(data)
+                else:
+                    feed.put(data)
+                yield Chunk(hashlib.sha256(data).hexdigest(), data, self.size)
+                self.size += n
+                if n < self.chunk_size:
+                    break
+        finally:
+            if feed is not None:
+                feed.close()
         self.done = True
+
+
+class _Feeder:
+    """Feeds one hash, in order, from a thread of its own.
+
+    hashlib releases the GIL on large buffers, so the whole-file hash runs on another core
+    beside the chunk hash, instead of both (two SHA-256 passes over every byte) on the thread
+    that reads the stream: that thread was the bottleneck of a large upload (bench/README.md).
+    At most `depth` chunks wait for it.
+    """
+
+    def __init__(self, h: Any, depth: int = 8) -> None:
+        self._h = h
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._thread = threading.Thread(target=self._run, name="occ-file-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._q.get()) is not None:
+            self._h.update(data)
+
+    def put(self, data: bytes) -> None:
+        self._q.put(data)
+
+    def close(self) -> None:
+        """Wait until every chunk given is hashed."""
+        self._q.put(None)
+        self._thread.join()
 
 
 def iter_chunks(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[Chunk]:

@@ -40,6 +40,8 @@ LIMITS = [
     "sha256_one_core_mbps",
     "loopback_tcp_mbps",
     "multipart_parse_mbps",
+    "curl_to_file_mbps",
+    "bare_flask_rps",
 ]
 
 

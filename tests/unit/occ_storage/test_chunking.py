@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from typing import Any
 
 import pytest
 
@@ -91,3 +93,30 @@ def test_check_hash() -> None:
     for bad in ["xyz", "../etc/passwd", h + "a", h[:-1], h[:-1] + "g", "", None, 5, h + "\n"]:
         with pytest.raises(InvalidHashError):
             check_hash(bad)
+
+
+def feeder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "occ-file-hash"]
+
+
+def test_the_file_hash_thread_ends_with_the_stream_or_its_abandonment() -> None:
+    """The whole-file hash of a multi-chunk stream is fed in a thread of its own; the thread
+    ends when the stream does, when a read fails, and when the reader is dropped midway."""
+    data = payload(10 * 1024 + 5, seed=3)
+    reader = ChunkedReader(io.BytesIO(data), 1024)
+    assert [c.data for c in reader][-1] == data[-5:]
+    assert reader.file_hash == hashlib.sha256(data).hexdigest() and feeder_threads() == []
+
+    class Failing(io.BytesIO):
+        def readinto(self, b: Any) -> int:
+            if self.tell() >= 3000:
+                raise OSError("client went away")
+            return super().readinto(b)
+
+    with pytest.raises(OSError):
+        list(ChunkedReader(Failing(data), 1024))
+    assert feeder_threads() == []
+    it = iter(ChunkedReader(io.BytesIO(data), 1024))
+    next(it), next(it)
+    it.close()  # GeneratorExit at the yield: what a dropped upload does
+    assert feeder_threads() == []
