@@ -85,3 +85,16 @@ def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
     from workers.metrics import fold_dead_process
 
     fold_dead_process(worker.pid)
+
+
+def pre_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Freeze the preloaded app's objects (~180k) out of the garbage collector before forking.
+
+    A full (gen 2) collection in a worker walked them all: 130 ms with the GIL held, every few
+    seconds under load, which was getQuote's p99 (106-175 ms; 27-41 ms frozen, 5 runs each).
+    Frozen objects are also never written by the collector, so the fork keeps sharing their
+    pages with the master (the documented use of gc.freeze).
+    """
+    import gc
+
+    gc.freeze()

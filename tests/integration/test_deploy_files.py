@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import runpy
@@ -297,6 +298,12 @@ def test_invalid_setting_stops_start_up_with_a_clear_message() -> None:
 def test_gunicorn_access_log_atoms_are_json_escaped_when_read() -> None:
     conf = runpy.run_path(str(ROOT / "scripts" / "gunicorn.conf.py"))
     assert conf["preload_app"] is True  # a recycled worker is a fork, not a fresh import
+    before = gc.get_freeze_count()
+    conf["pre_fork"](None, None)  # the preloaded objects leave the collector's generations
+    try:
+        assert gc.get_freeze_count() > before and gc.get_count()[2] == 0
+    finally:
+        gc.unfreeze()
     atoms = conf["JsonAtoms"]({"U": '/a"b\\c\n', "a": "x\x01y", "{x-request-id}i": "r1", "s": 200})
     line = conf["access_log_format"] % atoms
     entry = json.loads(line)  # still one valid JSON object
