@@ -75,5 +75,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert res["figures"]["sketch_speed"]["rows"]
     assert {r["verdict"] for r in res["verdicts"]} <= {"PASS", "MISS"}
     assert len(res["verdicts"]) == 8
+    # a miss is shown with why, from the run's own measurements (issue 14)
+    assert all(r["why"] for r in res["verdicts"] if r["verdict"] == "MISS")
+    assert all(0 <= res["figures"][k]["cpu_busy"] <= 1 for k in ("upload_4k", "getStatus"))
     assert {"cores", "ram_gib", "disk"} <= set(res["machine"])
     assert "| target |" in proc.stdout and "| seed claim |" in proc.stdout
