@@ -23,11 +23,11 @@ keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # the two workers recycled every ~4 s under load and getQuote's p99 was 1.55 s (bench/README.md);
 # 20000 keeps the leak guard and puts the stall beyond the 99th percentile.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 # The app is imported once, in the master: a recycled worker is a fork (milliseconds), not a
 # 1.5 s import (web3, celery) during which its share of the load waits. Everything made at
 # import is fork-safe: connections and thread pools are made lazily and checked against the pid.
 preload_app = True
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)
 limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
 limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
