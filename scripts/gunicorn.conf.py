@@ -19,14 +19,13 @@ timeout = _int("GUNICORN_TIMEOUT", 600)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then (bounded memory growth); jitter so they never restart together.
-# A recycled worker takes ~1.5 s to import the app, and requests wait for it meanwhile: at 2000
-# the two workers recycled every ~4 s under load and getQuote's p99 was 1.55 s (bench/README.md);
-# 20000 keeps the leak guard and puts the stall beyond the 99th percentile.
+# At 2000 the two workers recycled every ~4 s under load, each then importing the app for
+# ~1.5 s while requests waited (getQuote's p99 was 1.55 s, bench/README.md).
 max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
 # The app is imported once, in the master: a recycled worker is a fork (milliseconds), not a
-# 1.5 s import (web3, celery) during which its share of the load waits. Everything made at
-# import is fork-safe: connections and thread pools are made lazily and checked against the pid.
+# 1.5 s import (web3, celery). Everything made at import is fork-safe: connections and thread
+# pools are made lazily and checked against the pid.
 preload_app = True
 limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)
 limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
