@@ -53,6 +53,7 @@ from tests.fixtures.services import (  # noqa: E402
     free_port,
     port_open,
     stack_env,
+    stop,
     wait_for,
 )
 
@@ -229,38 +230,17 @@ def client_download_mbps(src: Path, tmp: Path) -> float | None:
     return best
 
 
-def bare_flask_run(
-    env: dict[str, str], seconds: float, conc: int, tmp: Path
-) -> dict[str, Any] | None:
+def bare_flask_run(stack: Stack, seconds: float, conc: int, tmp: Path) -> dict[str, Any] | None:
     """wrk against bench/bare_app.py (one trivial JSON route) on the gateway's gunicorn settings:
     the framework's ceiling for any JSON route on this machine. None without wrk."""
     if not shutil.which("wrk"):
         return None
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "gunicorn"),
-            "--config",
-            "scripts/gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--chdir",
-            str(ROOT / "bench"),
-            "bare_app:app",
-        ],
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = stack.start_gunicorn(port, 2, app="bench.bare_app:app", ready="/status")
     try:
-        wait_for(lambda: port_open(port), 60, "bare gunicorn")
         return run_wrk(f"http://127.0.0.1:{port}/status", seconds, conc, 2, None, tmp)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -883,7 +863,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["queue_drain_s"]["before_json_routes"] = waited
         if have_wrk:
             progress(f"limit: a trivial Flask route on the same gunicorn, wrk -c{conc} ...")
-            bare = bare_flask_run(dict(stack.env), wrk_s, conc, tmp)
+            bare = bare_flask_run(stack, wrk_s, conc, tmp)
             if bare is not None:
                 lim["bare_flask_rps"] = bare["rps"]
                 fig["bare_flask"] = {k: v for k, v in bare.items() if k != "raw"}
