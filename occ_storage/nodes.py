@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import hashlib
 import math
 import os
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -56,71 +54,7 @@ def _load_syncfs() -> Callable[[int], None] | None:
     return syncfs
 
 
-class GroupSync:
-    """syncfs(2) shared by concurrent callers on one filesystem (group commit).
-
-    A caller joins the open round of its filesystem; the first caller to find no sync running
-    on it closes the round and runs one syncfs for everyone in it, and later callers form the
-    next round. A caller's writes were done before it joined, and its round's syncfs starts
-    after it joined, so one sync covers them all: concurrent puts (other requests, the r nodes
-    of one chunk on one disk) share a device flush instead of queueing one each. A failed sync
-    fails every caller of its round.
-    """
-
-    def __init__(self, sync: Callable[[int], None]) -> None:
-        self._sync = sync
-        self._cond = threading.Condition()
-        self._open: dict[int, _SyncRound] = {}
-        self._running: set[int] = set()
-        self.syncs = 0  # syncfs calls made (for tests and benchmarks)
-        self.calls = 0  # syncs asked for
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:  # a forked child has none of the parent's threads
-        self._cond = threading.Condition()
-        self._open, self._running = {}, set()
-
-    def __call__(self, fd: int) -> None:
-        dev = os.fstat(fd).st_dev
-        with self._cond:
-            self.calls += 1
-            rnd = self._open.get(dev)
-            if rnd is None:
-                rnd = self._open[dev] = _SyncRound()
-            while not rnd.done:
-                if dev in self._running:
-                    self._cond.wait()
-                    continue
-                self._running.add(dev)  # lead this round; newcomers open the next one
-                del self._open[dev]
-                self.syncs += 1
-                self._cond.release()
-                try:
-                    self._sync(fd)
-                except OSError as exc:
-                    rnd.error = exc
-                except BaseException:
-                    rnd.error = OSError(errno.EIO, "sync interrupted")
-                    raise
-                finally:
-                    self._cond.acquire()
-                    rnd.done = True
-                    self._running.discard(dev)
-                    self._cond.notify_all()
-        if rnd.error is not None:
-            raise rnd.error
-
-
-class _SyncRound:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: OSError | None = None
-
-
-_raw_syncfs = _load_syncfs()
-_syncfs = GroupSync(_raw_syncfs) if _raw_syncfs is not None else None
+_syncfs = _load_syncfs()
 
 
 class NodeBackend(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from occ_storage.errors import (
     InvalidNodeError,
     NodeError,
 )
-from occ_storage.nodes import GroupSync, LocalDirNode
+from occ_storage.nodes import LocalDirNode
 
 from .conftest import payload
 
@@ -205,52 +204,3 @@ def test_cleanup_temp_removes_only_old_orphans(tmp_path: Path) -> None:
     assert node.cleanup_temp(3600) == 2
     assert not old.exists() and new.exists()
     assert node.get_chunk(cid) == data
-
-
-def test_group_sync_shares_one_flush_among_concurrent_callers(tmp_path: Path) -> None:
-    """Every caller returns only after a sync that started after it called; callers that
-    arrive while a sync runs share the next one; a failed sync fails every caller of its round."""
-    log: list[tuple[str, float]] = []
-    fail = threading.Event()
-
-    def slow_sync(fd: int) -> None:
-        log.append(("start", time.monotonic()))
-        time.sleep(0.05)
-        log.append(("end", time.monotonic()))
-        if fail.is_set():
-            raise OSError(5, "I/O error")
-
-    group = GroupSync(slow_sync)
-    fd = os.open(tmp_path, os.O_RDONLY)
-    results: list[tuple[float, float]] = []
-    errors: list[OSError] = []
-
-    def call() -> None:
-        asked = time.monotonic()
-        try:
-            group(fd)
-        except OSError as exc:
-            errors.append(exc)
-        results.append((asked, time.monotonic()))
-
-    try:
-        threads = [threading.Thread(target=call) for _ in range(16)]
-        for t in threads:
-            t.start()
-            time.sleep(0.005)  # staggered over ~80 ms: about three rounds
-        for t in threads:
-            t.join()
-        starts = [t for what, t in log if what == "start"]
-        assert group.calls == 16 and group.syncs == len(starts) and 2 <= group.syncs <= 6
-        assert errors == []
-        for asked, done in results:  # some sync began after the call and ended before return
-            assert any(asked <= s and s + 0.05 <= done for s in starts)
-        fail.set()
-        threads = [threading.Thread(target=call) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(errors) == 4 and all(e.errno == 5 for e in errors)
-    finally:
-        os.close(fd)
