@@ -313,36 +313,29 @@ def upload(base: str, src: Path, mode: str, r: int, name: str) -> dict[str, Any]
     Python requests without curl (http.client sends a file 8 KiB at a time: a slower client)."""
     size = src.stat().st_size
     client = "curl" if shutil.which("curl") else "requests"
-    cpu = CpuMeter().__enter__()
-    t0 = time.perf_counter()
-    if client == "curl":
-        cmd = ["curl", "-sS", "--fail"]
-        if mode == "raw":
-            cmd += ["-T", str(src), f"{base}/upload?name={name}&replication_factor={r}"]
+    url = f"{base}/upload?name={name}&replication_factor={r}"
+    with CpuMeter() as cpu:
+        t0 = time.perf_counter()
+        if client == "curl":
+            if mode == "raw":
+                args = ["-T", str(src), url]
+            else:
+                args = ["-F", f"replication_factor={r}", "-F", f"file=@{src}", f"{base}/upload"]
+            cmd = ["curl", "-sS", "--fail", *args]
+            out = subprocess.run(cmd, capture_output=True, check=True, timeout=900).stdout
         else:
-            cmd += ["-F", f"replication_factor={r}", "-F", f"file=@{src}", f"{base}/upload"]
-        out = subprocess.run(cmd, capture_output=True, check=True, timeout=900).stdout
-    elif mode == "raw":
-        with open(src, "rb") as f:
-            resp = requests.put(
-                f"{base}/upload?name={name}&replication_factor={r}", data=f, timeout=900
-            )
-        resp.raise_for_status()
-        out = resp.content
-    else:
-        body = MultipartStream(
-            fields=[("replication_factor", str(r))], files=[FilePart("file", src)]
-        )
-        resp = requests.post(
-            f"{base}/upload",
-            data=body,
-            headers={"Content-Type": body.content_type, "Content-Length": str(len(body))},
-            timeout=900,
-        )
-        resp.raise_for_status()
-        out = resp.content
-    dt = time.perf_counter() - t0
-    cpu.__exit__()
+            if mode == "raw":
+                with open(src, "rb") as f:
+                    resp = requests.put(url, data=f, timeout=900)
+            else:
+                body = MultipartStream(
+                    fields=[("replication_factor", str(r))], files=[FilePart("file", src)]
+                )
+                headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
+                resp = requests.post(f"{base}/upload", data=body, headers=headers, timeout=900)
+            resp.raise_for_status()
+            out = resp.content
+        dt = time.perf_counter() - t0
     return {
         "mbps": size / dt / 1e6,
         "seconds": dt,
@@ -360,25 +353,24 @@ def download(
     verifies every chunk's SHA-256 either way. Falls back to requests without curl."""
     out = tmp / "download.bin"
     url = f"{base}/download/{file_hash}"
-    cpu = CpuMeter().__enter__()
-    t0 = time.perf_counter()
     client = "curl" if shutil.which("curl") else "requests"
-    if client == "curl":
-        cmd = ["curl", "-sS", "--fail", "-o", str(out), url]
-        if rng:
-            cmd[1:1] = ["-r", f"{rng[0]}-{rng[1]}"]
-        subprocess.run(cmd, check=True, timeout=900)
-    else:
-        headers = {"Range": f"bytes={rng[0]}-{rng[1]}"} if rng else {}
-        with (
-            requests.get(url, headers=headers, stream=True, timeout=900) as r,
-            open(out, "wb") as f,
-        ):
-            r.raise_for_status()
-            for part in r.iter_content(MIB):
-                f.write(part)
-    dt = time.perf_counter() - t0
-    cpu.__exit__()
+    with CpuMeter() as cpu:
+        t0 = time.perf_counter()
+        if client == "curl":
+            cmd = ["curl", "-sS", "--fail", "-o", str(out), url]
+            if rng:
+                cmd[1:1] = ["-r", f"{rng[0]}-{rng[1]}"]
+            subprocess.run(cmd, check=True, timeout=900)
+        else:
+            headers = {"Range": f"bytes={rng[0]}-{rng[1]}"} if rng else {}
+            with (
+                requests.get(url, headers=headers, stream=True, timeout=900) as r,
+                open(out, "wb") as f,
+            ):
+                r.raise_for_status()
+                for part in r.iter_content(MIB):
+                    f.write(part)
+        dt = time.perf_counter() - t0
     got = out.stat().st_size
     if rng is None:
         with open(out, "rb") as f:
