@@ -86,22 +86,18 @@ def read_file(rt: Runtime, file_hash: str, start: int, end: int) -> Iterator[byt
         except Exception:  # the scrub finds it later; a read must not fail for this
             log.warning("could not queue repair", extra={"file_hash": file_hash})
 
-    blocks = rt.store.read(file_hash, start, end, on_bad_replica=on_bad)
-    first = next(blocks, None)  # alone: the view turns its failure into a 503 (nothing sent)
-    if first is None:
-        return
-    metrics.DOWNLOAD_BYTES.inc(len(first))
-    yield first
     parts: list[bytes] = []
     size = 0
-    for block in blocks:
-        metrics.DOWNLOAD_BYTES.inc(len(block))
-        parts.append(block)
-        size += len(block)
-        if size >= SEND_BLOCK:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
+    for i, chunk in enumerate(rt.store.read(file_hash, start, end, on_bad_replica=on_bad)):
+        parts.append(chunk)
+        size += len(chunk)
+        # the first chunk alone: the view turns its failure into a 503, before anything is sent
+        if i == 0 or size >= SEND_BLOCK:
+            metrics.DOWNLOAD_BYTES.inc(size)
+            yield b"".join(parts)  # one part: the same bytes object, no copy
             parts, size = [], 0
     if parts:
+        metrics.DOWNLOAD_BYTES.inc(size)
         yield b"".join(parts)
 
 
